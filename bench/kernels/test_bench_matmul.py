@@ -1,0 +1,60 @@
+"""heal_matmul vs torch FP16/BF16 (cuBLAS), TF32 and FP32 at Llama-3-8B shapes.
+
+    make bench        (GPU; results in bench-results.json, table via bench/report.py)
+"""
+
+import pytest
+import torch
+
+from bench import timing
+from bench.shapes import BENCH_M, LLAMA3_8B_LINEARS
+from heal_kernels import configs
+from heal_kernels.matmul import heal_matmul, prepare_weight
+
+IMPLS = ["heal", "heal_naive", "fp16", "bf16", "tf32", "fp32"]
+
+
+@pytest.fixture(scope="module")
+def weights():
+    cache = {}
+
+    def get(n, k):
+        if (n, k) not in cache:
+            cache.clear()
+            torch.cuda.empty_cache()
+            w = (torch.randn(n, k, device="cuda") * 0.02).bfloat16()
+            cache[(n, k)] = (w, prepare_weight(w))
+        return cache[(n, k)]
+
+    return get
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("m", BENCH_M, ids=lambda m: f"M{m}")
+@pytest.mark.parametrize("name,n,k", LLAMA3_8B_LINEARS, ids=[s[0] for s in LLAMA3_8B_LINEARS])
+def test_matmul(benchmark, ceilings, weights, name, n, k, m, impl):
+    w, hw = weights(n, k)
+    x = torch.randn(m, k, device="cuda")
+    flops = 2.0 * m * n * k
+    # bytes the op must move: fp32 x in, 16-bit weight, fp32 out (fp16/bf16 baselines: 16-bit x and out)
+    act_bytes = 4 if impl in ("heal", "heal_naive", "tf32", "fp32") else 2
+    w_bytes = 4 if impl in ("tf32", "fp32") else 2
+    nbytes = m * k * act_bytes + n * k * w_bytes + m * n * act_bytes
+    if impl == "heal":
+        fn = lambda: heal_matmul(x, hw)
+    elif impl == "heal_naive":
+        naive = configs.MatmulNumerics(block_k=64, acc_mode=configs.ACC_FOLDED)
+        fn = lambda: heal_matmul(x, hw, numerics=naive)
+    elif impl in ("fp16", "bf16"):
+        dt = torch.float16 if impl == "fp16" else torch.bfloat16
+        xs, ws = x.to(dt), w.to(dt)
+        fn = lambda: xs @ ws.T
+    else:
+        wf = w.float()
+        torch.backends.cuda.matmul.allow_tf32 = impl == "tf32"
+        fn = lambda: x @ wf.T
+    try:
+        timing.run(benchmark, fn, flops=flops, nbytes=nbytes, ceilings=ceilings,
+                   op="matmul", shape=name, m=m, n=n, k=k, impl=impl, device=ceilings["device"])
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = False

@@ -1,0 +1,81 @@
+"""Runtime helpers shared by the launchers: interpreter detection and argument checks.
+
+Nothing here touches CUDA at import time, so the package imports on a CPU-only
+machine (CI runs every kernel under ``TRITON_INTERPRET=1``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Iterable
+
+import torch
+
+FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def is_interpret() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def arch_key(device: torch.device) -> str:
+    """Key for configs.py: 'interpret' on the CPU interpreter, else 'sm<major><minor>'."""
+    if is_interpret() or device.type != "cuda":
+        return "interpret"
+    return _cuda_arch(device.index if device.index is not None else torch.cuda.current_device())
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_arch(index: int) -> str:
+    major, minor = torch.cuda.get_device_capability(index)
+    return f"sm{major}{minor}"
+
+
+def check_tensor(
+    name: str,
+    t,
+    *,
+    dtypes: Iterable[torch.dtype],
+    ndim: int | tuple[int, ...],
+    device: torch.device | None = None,
+    last_contiguous: bool = True,
+) -> None:
+    """Raise ValueError naming `name` unless `t` is a tensor of the given dtypes and rank."""
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    dtypes = tuple(dtypes)
+    if t.dtype not in dtypes:
+        allowed = ", ".join(str(d).replace("torch.", "") for d in dtypes)
+        raise ValueError(f"{name} has dtype {str(t.dtype).replace('torch.', '')}; expected one of: {allowed}")
+    ndims = (ndim,) if isinstance(ndim, int) else ndim
+    if t.dim() not in ndims:
+        raise ValueError(f"{name} must have {' or '.join(map(str, ndims))} dimensions, got shape {tuple(t.shape)}")
+    if device is not None and t.device != device:
+        raise ValueError(f"{name} is on {t.device}, but the other inputs are on {device}")
+    if last_contiguous and t.numel() > 0 and t.dim() > 0 and t.stride(-1) != 1 and t.shape[-1] > 1:
+        raise ValueError(f"{name} must be contiguous in its last dimension, got strides {tuple(t.stride())}")
+    if not is_interpret() and t.device.type != "cuda":
+        raise ValueError(
+            f"{name} is on {t.device}; heal_kernels runs on CUDA (or set TRITON_INTERPRET=1 for the CPU interpreter)"
+        )
+
+
+def check_shape(name: str, t: torch.Tensor, shape: tuple[int, ...]) -> None:
+    if tuple(t.shape) != tuple(shape):
+        raise ValueError(f"{name} has shape {tuple(t.shape)}; expected {tuple(shape)}")
+
+
+def check_contiguous(name: str, t: torch.Tensor) -> None:
+    if not t.is_contiguous():
+        raise ValueError(f"{name} must be contiguous, got strides {tuple(t.stride())} for shape {tuple(t.shape)}")
+
+
+def out_buffer(name: str, out: torch.Tensor | None, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """A float32 output: `out` after checking it, or a new tensor."""
+    if out is None:
+        return torch.empty(shape, dtype=torch.float32, device=device)
+    check_tensor(name, out, dtypes=(torch.float32,), ndim=len(shape), device=device)
+    check_shape(name, out, shape)
+    check_contiguous(name, out)
+    return out

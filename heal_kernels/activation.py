@@ -1,0 +1,64 @@
+"""Gated activations in FP32: out = act(x[:, :D]) * x[:, D:].
+
+    silu(a)       = a / (1 + exp(-a))
+    gelu_tanh(a)  = 0.5 a (1 + tanh(c (a + 0.044715 a**3)))  ==  a / (1 + exp(-2 c (a + 0.044715 a**3)))
+
+(c = sqrt(2/pi); the second form of GELU avoids the cancellation in 1 + tanh.)
+Elementwise, one program per row: nothing depends on the batch.  Inputs fp32,
+bf16 or fp16; output fp32.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from heal_kernels import configs
+from heal_kernels._runtime import FLOAT_DTYPES, arch_key, check_tensor, out_buffer
+
+_SILU = 0
+_GELU_TANH = 1
+
+
+@triton.jit
+def _act_and_mul_kernel(
+    x_ptr, out_ptr, D, stride_x, stride_o,
+    ACT: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    for d0 in range(0, D, BLOCK_D):
+        cols = d0 + tl.arange(0, BLOCK_D)
+        mask = cols < D
+        a = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
+        b = tl.load(x_ptr + row * stride_x + D + cols, mask=mask, other=0.0).to(tl.float32)
+        if ACT == 0:
+            z = a
+        else:
+            z = 2.0 * 0.7978845608028654 * (a + 0.044715 * a * a * a)
+        y = a / (1.0 + tl.exp(-z))
+        tl.store(out_ptr + row * stride_o + cols, y * b, mask=mask)
+
+
+def _act_and_mul(x: torch.Tensor, act: int, out: torch.Tensor | None) -> torch.Tensor:
+    check_tensor("x", x, dtypes=FLOAT_DTYPES, ndim=2)
+    m, two_d = x.shape
+    if two_d % 2:
+        raise ValueError(f"x must have an even last dimension (gate and up halves), got shape {tuple(x.shape)}")
+    d = two_d // 2
+    out = out_buffer("out", out, (m, d), x.device)
+    if m > 0 and d > 0:
+        cfg = configs.row_config(arch_key(x.device), min(d, 4096))
+        _act_and_mul_kernel[(m,)](x, out, d, x.stride(0), out.stride(0), ACT=act, BLOCK_D=cfg.block,
+                                  num_warps=cfg.num_warps)
+    return out
+
+
+def silu_and_mul(x: torch.Tensor, *, out: torch.Tensor | None = None) -> torch.Tensor:
+    """silu(x[:, :D]) * x[:, D:] in FP32 (``out``: optional float32 [M, D] destination)."""
+    return _act_and_mul(x, _SILU, out)
+
+
+def gelu_tanh_and_mul(x: torch.Tensor, *, out: torch.Tensor | None = None) -> torch.Tensor:
+    """gelu_tanh(x[:, :D]) * x[:, D:] in FP32 (``out``: optional float32 [M, D] destination)."""
+    return _act_and_mul(x, _GELU_TANH, out)

@@ -1,0 +1,139 @@
+"""heal_matmul: FP32 activations x 16-bit weights on FP16 tensor cores, near-FP32 error.
+
+    out = x @ w.T (+ bias), x float32 [M, K], w [N, K] 16-bit, out float32 [M, N]
+
+Each row of x is scaled by a power of two 2**-e (from its max |x|) and split into
+FP16 parts hi + lo * 2**-11 (22 significant bits).  Both parts are multiplied by the
+weight on the tensor cores; the hi products of each 64-wide K tile leave the MMA
+(whose internal sum truncates) and are added in ascending K order to an FP32
+accumulator with round-to-nearest, which is what brings the error down to an FP32
+matmul's (docs/BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+
+from heal_kernels import configs
+from heal_kernels._matmul_kernels import LO_SHIFT, ROW_TOP, _heal_matmul_kernel, _split_rows_kernel
+from heal_kernels._runtime import arch_key, check_contiguous, check_shape, check_tensor, out_buffer
+
+WEIGHT_DTYPES = (torch.bfloat16, torch.float16)
+# A converted weight's channel max lands in [2**14, 2**15), like the activations.
+_W_TOP = 14
+_SPLIT_BLOCK = 1024
+
+
+@dataclass(frozen=True)
+class HealWeight:
+    """A weight converted once, at load time, to FP16 with a power-of-two scale per output channel.
+
+    ``weight`` is [N, K] float16 (2 bytes per element, like the bf16 it replaces);
+    ``scale`` is [N] float32, each an exact power of two: w[n, k] == weight[n, k] * scale[n]
+    for every bf16 weight within 2**29 of its channel's largest magnitude.
+    """
+
+    weight: torch.Tensor
+    scale: torch.Tensor
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.weight.shape
+
+
+def prepare_weight(w: torch.Tensor, *, inplace: bool = False, rows_per_chunk: int = 4096) -> HealWeight:
+    """Convert a [N, K] bf16/fp16 weight to a HealWeight.
+
+    With ``inplace=True`` the FP16 values are written into ``w``'s own storage
+    (``w`` must be contiguous) in chunks of rows, so no second full copy exists.
+    """
+    check_tensor("w", w, dtypes=WEIGHT_DTYPES, ndim=2, last_contiguous=False)
+    if inplace:
+        check_contiguous("w", w)
+    wf_absmax = torch.empty(w.shape[0], dtype=torch.float32, device=w.device)
+    for r0 in range(0, w.shape[0], rows_per_chunk):
+        wf_absmax[r0:r0 + rows_per_chunk] = w[r0:r0 + rows_per_chunk].float().abs().amax(dim=1)
+    if not torch.isfinite(wf_absmax).all():
+        raise ValueError("w contains inf or nan; a heal weight must be finite")
+    # frexp: absmax = mant * 2**exp with mant in [0.5, 1); a zero row keeps scale 1.
+    _, exp = torch.frexp(wf_absmax)
+    shift = torch.where(wf_absmax > 0, _W_TOP + 1 - exp, torch.zeros_like(exp)).clamp(-126, 126)
+    up = torch.ldexp(torch.ones_like(wf_absmax), shift)
+    scale = torch.ldexp(torch.ones_like(wf_absmax), -shift)
+    out = w.view(torch.float16) if inplace else torch.empty(w.shape, dtype=torch.float16, device=w.device)
+    for r0 in range(0, w.shape[0], rows_per_chunk):
+        rows = slice(r0, r0 + rows_per_chunk)
+        out[rows] = (w[rows].float() * up[rows, None]).to(torch.float16)
+    return HealWeight(out, scale)
+
+
+def split_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(hi, lo, rscale) with x[m] == rscale[m] * (hi[m] + lo[m] * 2**-11) to ~2**-23 relative."""
+    m, k = x.shape
+    hi = torch.empty((m, k), dtype=torch.float16, device=x.device)
+    lo = torch.empty((m, k), dtype=torch.float16, device=x.device)
+    rscale = torch.empty((m,), dtype=torch.float32, device=x.device)
+    if m > 0:
+        _split_rows_kernel[(m,)](
+            x, hi, lo, rscale, k, x.stride(0), hi.stride(0),
+            BLOCK_K=min(_SPLIT_BLOCK, triton.next_power_of_2(max(k, 16))),
+            LO_SHIFT_C=LO_SHIFT, ROW_TOP_C=ROW_TOP, num_warps=4,
+        )
+    return hi, lo, rscale
+
+
+def heal_matmul(
+    x: torch.Tensor,
+    w: torch.Tensor | HealWeight,
+    bias: torch.Tensor | None = None,
+    *,
+    out: torch.Tensor | None = None,
+    tiles: configs.MatmulTiles | None = None,
+    numerics: configs.MatmulNumerics | None = None,
+) -> torch.Tensor:
+    """x float32 [M, K] @ w[N, K].T + bias -> float32 [M, N].
+
+    ``w`` is a bf16 or fp16 tensor as loaded (converted to FP16 tile by tile in the
+    kernel, exact for |w| in [2**-14, 65504]) or a HealWeight from prepare_weight
+    (exact for any finite weight).  ``tiles``/``numerics`` override the pinned
+    configs, for tests and benchmarks only.  ``out``: optional float32 [M, N] destination.
+    """
+    check_tensor("x", x, dtypes=(torch.float32,), ndim=2)
+    dev = x.device
+    if isinstance(w, HealWeight):
+        wt, wscale = w.weight, w.scale
+        check_tensor("w.weight", wt, dtypes=(torch.float16,), ndim=2, device=dev)
+        check_tensor("w.scale", wscale, dtypes=(torch.float32,), ndim=1, device=dev)
+        check_shape("w.scale", wscale, (wt.shape[0],))
+    else:
+        wt, wscale = w, None
+        check_tensor("w", wt, dtypes=WEIGHT_DTYPES, ndim=2, device=dev)
+    m, k = x.shape
+    n, kw = wt.shape
+    if kw != k:
+        raise ValueError(f"w has K={kw} (shape {tuple(wt.shape)}) but x has K={k} (shape {tuple(x.shape)})")
+    if bias is not None:
+        check_tensor("bias", bias, dtypes=(torch.float32, torch.bfloat16, torch.float16), ndim=1, device=dev)
+        check_shape("bias", bias, (n,))
+    arch = arch_key(dev)
+    numerics = numerics or configs.matmul_numerics(arch, wt.dtype, n, k)
+    tiles = tiles or configs.matmul_tiles(arch, m, n)
+    out = out_buffer("out", out, (m, n), dev)
+    if m == 0 or n == 0:
+        return out
+    if k == 0:
+        return out.zero_() if bias is None else out.copy_(bias.float().expand(m, n))
+    hi, lo, rscale = split_rows(x)
+    grid = (triton.cdiv(m, tiles.block_m) * triton.cdiv(n, tiles.block_n),)
+    _heal_matmul_kernel[grid](
+        hi, lo, rscale, wt, wscale if wscale is not None else rscale, bias if bias is not None else rscale, out,
+        m, n, k, hi.stride(0), wt.stride(0), out.stride(0),
+        HAS_BIAS=bias is not None, HAS_WSCALE=wscale is not None, W_BF16=wt.dtype == torch.bfloat16,
+        ACC_MODE=numerics.acc_mode, LO_SHIFT_C=LO_SHIFT,
+        BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n, BLOCK_K=numerics.block_k, GROUP_M=tiles.group_m,
+        num_warps=tiles.num_warps, num_stages=tiles.num_stages,
+    )
+    return out

@@ -1,0 +1,73 @@
+"""RMSNorm with optional fused residual add, FP32 in the residual stream.
+
+    h = x + residual (FP32);  out = h * rsqrt(mean(h**2) + eps) * weight
+
+One program per row; the sum of squares is one tl.sum over a block the width of the
+row (a fixed tree for a given hidden size), so a row's result never depends on the
+batch.  Inputs may be fp32, bf16 or fp16; outputs are fp32.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from heal_kernels import configs
+from heal_kernels._runtime import FLOAT_DTYPES, arch_key, check_shape, check_tensor, out_buffer
+
+
+@triton.jit
+def _rmsnorm_kernel(
+    x_ptr, res_ptr, w_ptr, out_ptr, res_out_ptr,
+    N, stride_x, stride_r, stride_o, stride_ro, eps,
+    HAS_RESIDUAL: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, BLOCK_N)
+    mask = cols < N
+    h = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
+    if HAS_RESIDUAL:
+        h += tl.load(res_ptr + row * stride_r + cols, mask=mask, other=0.0).to(tl.float32)
+        tl.store(res_out_ptr + row * stride_ro + cols, h, mask=mask)
+    mean_sq = tl.sum(h * h, axis=0) / N
+    rstd = 1.0 / tl.sqrt_rn(mean_sq + eps)
+    w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+    tl.store(out_ptr + row * stride_o + cols, h * rstd * w, mask=mask)
+
+
+def rms_norm(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    eps: float,
+    residual: torch.Tensor | None = None,
+    *,
+    out: torch.Tensor | None = None,
+    residual_out: torch.Tensor | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """RMSNorm over the last dimension of x [M, N].
+
+    Without ``residual`` returns out; with it returns (out, x + residual), both fp32.
+    ``out`` / ``residual_out``: optional float32 [M, N] destinations (``residual_out``
+    may be ``residual`` itself for an in-place update).
+    """
+    check_tensor("x", x, dtypes=FLOAT_DTYPES, ndim=2)
+    m, n = x.shape
+    check_tensor("weight", weight, dtypes=FLOAT_DTYPES, ndim=1, device=x.device)
+    check_shape("weight", weight, (n,))
+    if not (isinstance(eps, (int, float)) and eps >= 0):
+        raise ValueError(f"eps must be a non-negative number, got {eps!r}")
+    if residual is not None:
+        check_tensor("residual", residual, dtypes=FLOAT_DTYPES, ndim=2, device=x.device)
+        check_shape("residual", residual, (m, n))
+    cfg = configs.row_config(arch_key(x.device), n)
+    out = out_buffer("out", out, (m, n), x.device)
+    res_out = out_buffer("residual_out", residual_out, (m, n), x.device) if residual is not None else None
+    if m > 0 and n > 0:
+        r = residual if residual is not None else x
+        ro = res_out if res_out is not None else out
+        _rmsnorm_kernel[(m,)](
+            x, r, weight, out, ro, n, x.stride(0), r.stride(0), out.stride(0), ro.stride(0), float(eps),
+            HAS_RESIDUAL=residual is not None, BLOCK_N=cfg.block, num_warps=cfg.num_warps,
+        )
+    return out if res_out is None else (out, res_out)

@@ -1,0 +1,95 @@
+"""Torch references shared by tests and benchmarks.
+
+``*_ref(..., dtype=torch.float64)`` computes the op in that dtype from the same
+inputs (upcast first), so one function gives the float64 ground truth, the FP32
+baseline and the BF16 baseline.  Weights given as HealWeight are dequantised
+exactly (fp16 value times a power of two).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from heal_kernels.matmul import HealWeight
+
+
+def dense_weight(w) -> torch.Tensor:
+    """The exact weight a heal kernel multiplies by, in float64."""
+    if isinstance(w, HealWeight):
+        return w.weight.double() * w.scale.double()[:, None]
+    return w.double()
+
+
+def matmul_ref(x, w, bias=None, dtype=torch.float64) -> torch.Tensor:
+    """x @ w.T + bias computed in ``dtype`` (float64 truth, float32, bfloat16, float16)."""
+    wd = dense_weight(w).to(dtype)
+    y = x.to(dtype) @ wd.T
+    if bias is not None:
+        y = y + bias.to(dtype)
+    return y
+
+
+def rms_norm_ref(x, weight, eps, residual=None, dtype=torch.float64):
+    h = x.to(dtype)
+    if residual is not None:
+        h = h + residual.to(dtype)
+    out = h * torch.rsqrt(h.pow(2).mean(dim=-1, keepdim=True) + eps) * weight.to(dtype)
+    return out if residual is None else (out, h)
+
+
+def silu_and_mul_ref(x, dtype=torch.float64):
+    x = x.to(dtype)
+    d = x.shape[-1] // 2
+    return torch.nn.functional.silu(x[..., :d]) * x[..., d:]
+
+
+def gelu_tanh_and_mul_ref(x, dtype=torch.float64):
+    x = x.to(dtype)
+    d = x.shape[-1] // 2
+    return torch.nn.functional.gelu(x[..., :d], approximate="tanh") * x[..., d:]
+
+
+def rope_cos_sin_cache(max_pos: int, rotary_dim: int, base: float = 10000.0, device="cpu") -> torch.Tensor:
+    """SGLang's layout: [max_pos, rotary_dim] float32, cos | sin (computed in float64, rounded once)."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, rotary_dim, 2, dtype=torch.float64) / rotary_dim))
+    freqs = torch.arange(max_pos, dtype=torch.float64)[:, None] * inv_freq[None, :]
+    return torch.cat([freqs.cos(), freqs.sin()], dim=-1).to(torch.float32).to(device)
+
+
+def rope_ref(positions, x, cos_sin_cache, head_dim, is_neox=True, dtype=torch.float64):
+    """Rotate x [T, H*D] or [T, H, D]; cos/sin taken from the same fp32 cache the kernel reads."""
+    shape = x.shape
+    x = x.to(dtype).reshape(x.shape[0], -1, head_dim)
+    rot = cos_sin_cache.shape[1]
+    cs = cos_sin_cache.to(dtype)[positions.long()]
+    cos, sin = cs[:, None, : rot // 2], cs[:, None, rot // 2:]
+    out = x.clone()
+    if is_neox:
+        x1, x2 = x[..., : rot // 2], x[..., rot // 2: rot]
+        out[..., : rot // 2] = x1 * cos - x2 * sin
+        out[..., rot // 2: rot] = x2 * cos + x1 * sin
+    else:
+        x1, x2 = x[..., 0:rot:2], x[..., 1:rot:2]
+        out[..., 0:rot:2] = x1 * cos - x2 * sin
+        out[..., 1:rot:2] = x2 * cos + x1 * sin
+    return out.reshape(shape)
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """||out - ref|| / ||ref|| in float64 (inf if out has a non-finite element)."""
+    out64 = out.double()
+    if not torch.isfinite(out64).all():
+        return math.inf
+    return ((out64 - ref.double()).norm() / ref.double().norm()).item()
+
+
+def heavy_tailed_activations(m: int, k: int, *, outlier_cols: int = 8, factor: float = 100.0,
+                             generator: torch.Generator | None = None, device="cpu") -> torch.Tensor:
+    """Normal activations with a few columns `factor` times larger, as real LLM hidden states have."""
+    x = torch.randn(m, k, generator=generator, dtype=torch.float32)
+    cols = torch.randperm(k, generator=generator)[:outlier_cols]
+    scale = torch.empty(outlier_cols).uniform_(factor / 2, factor, generator=generator)
+    x[:, cols] *= scale
+    return x.to(device)

@@ -1,0 +1,157 @@
+"""heal_matmul: accuracy vs float64, batch invariance, range handling and argument checks.
+
+Runs on the CPU interpreter in CI (small K) and on the GPU (K=4096) with `make test-gpu`.
+"""
+
+import inspect
+
+import pytest
+import torch
+
+from heal_kernels import configs, reference
+from heal_kernels.matmul import HealWeight, heal_matmul, prepare_weight
+from tests.conftest import ON_GPU
+from tests.helpers import BATCH_SIZES, assert_rows_invariant, poisoned
+
+K_ACC = 4096 if ON_GPU else 512
+# c in err(heal) <= C_FP32 * err(torch fp32): the issue's bar.  HEAL's representation
+# of x keeps ~23 of FP32's 24 bits and its K tiles are summed with round-to-nearest,
+# so it lands near FP32's own error (measured on the H100: 1.35x at M=1 against
+# cuBLAS's very accurate FP32 GEMV, 0.16x at M=4096; docs/BENCHMARKS.md).
+C_FP32 = 2.0
+# ... and at least this much below a BF16 matmul's error.
+BF16_FACTOR = 100.0
+
+
+def _weight(n, k, device, kind, gen):
+    w = (torch.randn(n, k, generator=gen) * 0.02).to(device)
+    if kind == "bf16":
+        return w.bfloat16()
+    if kind == "fp16":
+        return w.half()
+    return prepare_weight(w.bfloat16())
+
+
+@pytest.mark.parametrize("wkind", ["heal", "bf16"])
+@pytest.mark.parametrize("data", ["normal", "heavy"])
+@pytest.mark.parametrize("m", [1, 16, 257] if not ON_GPU else [1, 16, 4096], ids=lambda m: f"M{m}")
+def test_accuracy_vs_float64(device, m, data, wkind):
+    gen = torch.Generator().manual_seed(1000 + m)
+    n, k = 256, K_ACC
+    w = _weight(n, k, device, wkind, gen)
+    if data == "normal":
+        x = torch.randn(m, k, generator=gen).to(device)
+    else:
+        x = reference.heavy_tailed_activations(m, k, factor=100.0, generator=gen, device=device)
+    ref = reference.matmul_ref(x, w)
+    out = heal_matmul(x, w, out=poisoned((m, n), device))
+    err = reference.rel_err(out, ref)
+    err32 = reference.rel_err(reference.matmul_ref(x, w, dtype=torch.float32), ref)
+    err16 = reference.rel_err(reference.matmul_ref(x, w, dtype=torch.bfloat16), ref)
+    assert err <= C_FP32 * err32, f"heal {err:.3e} vs fp32 {err32:.3e}"
+    assert err * BF16_FACTOR <= err16, f"heal {err:.3e} vs bf16 {err16:.3e}"
+
+
+@pytest.mark.parametrize("row_scale", [3e5, 6e4, 1e-6, 1e-30], ids=lambda s: f"rowx{s:g}")
+def test_extreme_rows_as_accurate_as_normal_rows(device, row_scale):
+    """Rows far outside FP16's range (massive activations, tiny values) are scaled, not clipped or flushed."""
+    gen = torch.Generator().manual_seed(7)
+    m, n, k = 8, 128, K_ACC
+    w = _weight(n, k, device, "heal", gen)
+    x = torch.randn(m, k, generator=gen)
+    x[3] *= row_scale
+    x[5, :7] = 3e5  # a few massive entries inside an otherwise normal row
+    x = x.to(device)
+    out = heal_matmul(x, w, out=poisoned((m, n), device))
+    ref = reference.matmul_ref(x, w)
+    ref32 = reference.matmul_ref(x, w, dtype=torch.float32)
+    for r in (3, 5):
+        err = reference.rel_err(out[r], ref[r])
+        err32 = reference.rel_err(ref32[r], ref[r])
+        assert err <= C_FP32 * err32 + 0.0, f"row {r}: heal {err:.3e} vs fp32 {err32:.3e}"
+
+
+def test_zero_rows_and_bias(device):
+    gen = torch.Generator().manual_seed(3)
+    m, n, k = 5, 96, 200  # K not a multiple of the K tile, N not a multiple of BLOCK_N
+    w = _weight(n, k, device, "heal", gen)
+    x = torch.randn(m, k, generator=gen).to(device)
+    x[2] = 0
+    bias = torch.randn(n, generator=gen).to(device)
+    out = heal_matmul(x, w, bias, out=poisoned((m, n), device))
+    assert torch.equal(out[2], bias)
+    ref = reference.matmul_ref(x, w, bias)
+    err32 = reference.rel_err(reference.matmul_ref(x, w, bias, torch.float32), ref)
+    assert reference.rel_err(out, ref) <= C_FP32 * err32
+
+
+def test_bf16_fp16_and_prepared_weights_agree_bitwise(device):
+    """Scaling a weight channel by a power of two scales every partial sum exactly: same bits.
+
+    Holds where the bf16 -> fp16 cast inside the kernel is exact, |w| >= 2**-14.
+    """
+    gen = torch.Generator().manual_seed(11)
+    m, n, k = 33, 64, 320
+    w = torch.randn(n, k, generator=gen) * 0.02
+    wb = (w.sign() * w.abs().clamp_min(2.0**-14)).bfloat16().to(device)
+    x = torch.randn(m, k, generator=gen).to(device)
+    a = heal_matmul(x, wb)
+    b = heal_matmul(x, prepare_weight(wb))
+    c = heal_matmul(x, wb.half())
+    assert torch.equal(a, b) and torch.equal(a, c)
+
+
+def test_prepare_weight_is_exact_and_inplace(device):
+    gen = torch.Generator().manual_seed(5)
+    w = (torch.randn(48, 64, generator=gen) * torch.logspace(-6, 6, 48)[:, None]).bfloat16().to(device)
+    expect = w.double()
+    ptr = w.data_ptr()
+    hw = prepare_weight(w, inplace=True, rows_per_chunk=7)
+    assert isinstance(hw, HealWeight) and hw.weight.dtype == torch.float16
+    assert hw.weight.data_ptr() == ptr, "inplace conversion must reuse the bf16 storage"
+    assert torch.equal(reference.dense_weight(hw), expect)
+    mant, _ = torch.frexp(hw.scale)
+    assert torch.all(mant == 0.5), "scales must be powers of two"
+
+
+@pytest.mark.parametrize("wkind", ["heal", "bf16"])
+def test_batch_invariance(device, wkind):
+    gen = torch.Generator().manual_seed(2)
+    n, k = 48, 80
+    w = _weight(n, k, device, wkind, gen)
+    bias = torch.randn(n, generator=gen).to(device)
+    x = reference.heavy_tailed_activations(max(BATCH_SIZES), k, generator=gen, device=device)
+    assert_rows_invariant(lambda xs: heal_matmul(xs, w, bias), x)
+
+
+def test_numerics_do_not_depend_on_m():
+    """The numerics selector has no M argument, and the tile selector covers every M with one table."""
+    assert "m" not in inspect.signature(configs.matmul_numerics).parameters
+    for arch in ("interpret", "sm90"):
+        nums = {configs.matmul_numerics(arch, torch.bfloat16, 4096, 4096) for _ in (1, 3, 64, 4097)}
+        assert len(nums) == 1
+        for m in (1, 3, 64, 4097):
+            assert configs.matmul_tiles(arch, m, 4096) in dict(configs.matmul_tile_table(arch)).values()
+
+
+def test_bad_arguments_raise_value_error_naming_them(device):
+    x = torch.randn(4, 64, device=device)
+    w = torch.randn(32, 64, device=device).bfloat16()
+    cases = [
+        (lambda: heal_matmul(x.bfloat16(), w), "x"),
+        (lambda: heal_matmul(x[0], w), "x"),
+        (lambda: heal_matmul(x[:, ::2], w[:, :32]), "x"),
+        (lambda: heal_matmul(x, w.float()), "w"),
+        (lambda: heal_matmul(x, w[:, :48]), "K"),
+        (lambda: heal_matmul(x, w, torch.zeros(31, device=device)), "bias"),
+        (lambda: heal_matmul(x, w, out=torch.empty(4, 31, device=device)), "out"),
+        (lambda: heal_matmul(x, w, out=torch.empty(4, 32, device=device, dtype=torch.float16)), "out"),
+        (lambda: heal_matmul(x, HealWeight(w.half(), torch.ones(31, device=device))), "w.scale"),
+        (lambda: heal_matmul(x, "w"), "w"),
+        (lambda: prepare_weight(torch.full((2, 64), float("inf"), device=device).bfloat16()), "w"),
+    ]
+    if device == "cuda":
+        cases.append((lambda: heal_matmul(x, w.cpu()), "w"))
+    for call, name in cases:
+        with pytest.raises(ValueError, match=name):
+            call()
