@@ -15,9 +15,9 @@ def matmul_table(rows) -> str:
     for r in rows:
         by[(r["shape"], r["n"], r["k"], r["m"])][r["impl"]] = r
     out = [
-        "| layer (N x K) | M | heal us | naive 2-dot us | fp16 us | bf16 us | tf32 us | fp32 us "
+        "| layer (N x K) | M | heal us | fp16 us | bf16 us | tf32 us | fp32 us "
         "| heal / fp16 | fp32 / heal | heal TFLOP/s | heal GB/s | heal frac. HBM | heal frac. MMA |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for (shape, n, k, m), d in sorted(by.items(), key=lambda kv: (kv[0][1] * kv[0][2], kv[0][0], kv[0][3])):
         h = d.get("heal")
@@ -28,7 +28,7 @@ def matmul_table(rows) -> str:
             return f"{d[impl]['us']:.1f}" if impl in d else "-"
 
         out.append(
-            f"| {shape} ({n} x {k}) | {m} | {us('heal')} | {us('heal_naive')} | {us('fp16')} | {us('bf16')} "
+            f"| {shape} ({n} x {k}) | {m} | {us('heal')} | {us('fp16')} | {us('bf16')} "
             f"| {us('tf32')} | {us('fp32')} | {h['us'] / d['fp16']['us']:.2f} | {d['fp32']['us'] / h['us']:.2f} "
             f"| {h['tflops']:.0f} | {h['gbs']:.0f} | {h['frac_hbm']:.2f} | {h['frac_mma_peak']:.2f} |"
         )
@@ -53,7 +53,11 @@ def main(path: str) -> None:
     rows = [b["extra_info"] for b in data["benchmarks"]]
     info = data.get("machine_info", {})
     dev = next((r.get("device") for r in rows if r.get("device")), "?")
-    print(f"device: {dev}; python {info.get('python_version', '?')}; run {data.get('datetime', '?')}\n")
+    ceil = next((r for r in rows if "ceiling_copy_gbs" in r), None)
+    print(f"device: {dev}; python {info.get('python_version', '?')}; run {data.get('datetime', '?')}")
+    if ceil:
+        print(f"measured ceilings: copy {ceil['ceiling_copy_gbs']:.0f} GB/s, "
+              f"fp16 matmul {ceil['ceiling_fp16_tflops']:.0f} TFLOP/s\n")
     mm = [r for r in rows if r.get("op") == "matmul"]
     if mm:
         print(matmul_table(mm) + "\n")

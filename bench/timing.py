@@ -50,6 +50,8 @@ def run(benchmark, fn, *, flops: float = 0.0, nbytes: float = 0.0, ceilings: dic
     if nbytes:
         extra["gbs"] = nbytes / sec / 1e9
     if ceilings:
+        extra["ceiling_copy_gbs"] = ceilings["copy_gbs"]
+        extra["ceiling_fp16_tflops"] = ceilings["fp16_tflops"]
         if flops:
             extra["frac_mma_peak"] = extra["tflops"] / ceilings["fp16_tflops"]
         if nbytes:

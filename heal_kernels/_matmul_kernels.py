@@ -1,16 +1,22 @@
-"""Triton code of heal_matmul: the row split and the compensated GEMM."""
+"""Triton code of heal_matmul: the tile split and the compensated GEMM.
+
+Split of FP32 activations, per row and per BLOCK_K tile of K (t):
+
+    e[m, t] = floor(log2 max_k |x[m, k]|) over the tile
+    xs = x * 2**(ROW_TOP - e)          (exact; the tile max lands in [2**14, 2**15))
+    hi = fp16(xs),  lo = fp16(xs - hi)  (xs - hi is exact; hi + lo keeps 22+ bits)
+
+Scaling each tile by a power of two keeps FP16 away from overflow (65504) and from
+its subnormals whatever the magnitude of the activations (massive activations of
+1e5, or tiny ones); the scale is undone exactly on the FP32 side.
+"""
 
 from __future__ import annotations
 
 import triton
 import triton.language as tl
 
-# Split of one FP32 value into FP16 parts: x * 2**-e = hi + lo * 2**-LO_SHIFT.
-LO_SHIFT = 11
-# Rows are scaled so their largest magnitude lands in [2**ROW_TOP, 2**(ROW_TOP+1)):
-# far below FP16's 65504 (hi rounds up by at most half an ulp) and 2**29 above its
-# smallest normal, so nothing a row's matmul can feel overflows or flushes.
-ROW_TOP = 14
+ROW_TOP = tl.constexpr(14)
 
 
 @triton.jit
@@ -20,70 +26,84 @@ def _pow2(e):
 
 
 @triton.jit
-def _two_sum_acc(acc, comp, p):
-    """acc + p rounded to nearest, with its exact rounding error added to comp (Knuth's TwoSum)."""
-    s = acc + p
-    bp = s - acc
-    comp += (acc - (s - bp)) + (p - bp)
-    return s, comp
+def _split_tile(x):
+    """x [R, BLOCK_K] fp32 -> (hi fp16, lo fp16, 2**-shift fp32 [R]) with x == (hi + lo) * 2**-shift.
+
+    The max is exact and every step elementwise, so a tile's parts depend on that
+    tile of that row alone, and the split kernel and the fused GEMM get the same bits.
+    """
+    m = tl.max(tl.abs(x), axis=1)
+    exp = ((m.to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127  # floor(log2 m); -127 for 0 / subnormal
+    # Non-finite tiles keep scale 1 so inf/nan propagate as in an FP32 matmul.
+    shift = tl.where((m > 0.0) & (exp < 128), ROW_TOP - exp, 0)
+    shift = tl.minimum(tl.maximum(shift, -126), 126)
+    xs = x * _pow2(shift)[:, None]
+    hi = xs.to(tl.float16)
+    lo = (xs - hi.to(tl.float32)).to(tl.float16)
+    return hi, lo, _pow2(-shift)
 
 
 @triton.jit
-def _split_rows_kernel(
-    x_ptr, hi_ptr, lo_ptr, rscale_ptr,
-    K, stride_xm, stride_hm,
-    BLOCK_K: tl.constexpr, LO_SHIFT_C: tl.constexpr, ROW_TOP_C: tl.constexpr,
+def _split_kernel(
+    x_ptr, hi_ptr, lo_ptr, ts_ptr,
+    K, KT, stride_xm, stride_hm, stride_tm,
+    BLOCK_K: tl.constexpr, TILES: tl.constexpr,
 ):
-    """Per row: e from the row's max |x|; hi = fp16(x * 2**-e), lo = fp16((x * 2**-e - hi) * 2**LO_SHIFT).
-
-    The max is exact and order-free; hi and lo are elementwise, so a row's parts
-    never depend on other rows.
-    """
+    """One program per (row, TILES consecutive K tiles): hi, lo [M, K] fp16 and ts [M, KT] fp32."""
     row = tl.program_id(0).to(tl.int64)
-    x_row = x_ptr + row * stride_xm
-    offs = tl.arange(0, BLOCK_K)
-    amax = tl.zeros([BLOCK_K], dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        cols = k0 + offs
-        x = tl.load(x_row + cols, mask=cols < K, other=0.0).to(tl.float32)
-        amax = tl.maximum(amax, tl.abs(x))
-    m = tl.max(amax, axis=0)
-    bits = m.to(tl.int32, bitcast=True)
-    exp = ((bits >> 23) & 0xFF) - 127  # floor(log2 m) for normal m; -127 for 0 / subnormal
-    # Non-finite rows keep scale 1 so inf/nan propagate as in an FP32 matmul.
-    shift = tl.where((m > 0.0) & (exp < 128), ROW_TOP_C - exp, 0)
-    shift = tl.minimum(tl.maximum(shift, -126), 126)
-    up = _pow2(shift)
-    tl.store(rscale_ptr + row, _pow2(-shift))
-    lo_up = _pow2(tl.full([], LO_SHIFT_C, tl.int32))
-    for k0 in range(0, K, BLOCK_K):
-        cols = k0 + offs
-        mask = cols < K
-        x = tl.load(x_row + cols, mask=mask, other=0.0).to(tl.float32) * up
-        hi = x.to(tl.float16)
-        lo = ((x - hi.to(tl.float32)) * lo_up).to(tl.float16)
-        tl.store(hi_ptr + row * stride_hm + cols, hi, mask=mask)
-        tl.store(lo_ptr + row * stride_hm + cols, lo, mask=mask)
+    t = tl.program_id(1) * TILES + tl.arange(0, TILES)
+    cols = t[:, None] * BLOCK_K + tl.arange(0, BLOCK_K)[None, :]
+    mask = cols < K
+    x = tl.load(x_ptr + row * stride_xm + cols, mask=mask, other=0.0).to(tl.float32)
+    hi, lo, inv = _split_tile(x)
+    tl.store(hi_ptr + row * stride_hm + cols, hi, mask=mask)
+    tl.store(lo_ptr + row * stride_hm + cols, lo, mask=mask)
+    tl.store(ts_ptr + row * stride_tm + t, inv, mask=t < KT)
+
+
+@triton.jit
+def _tile_product(hi_ptrs, lo_ptrs, b_ptrs, mask_a, mask_b, W_BF16: tl.constexpr):
+    """One tile's lo . w + hi . w as one fresh MMA chain (FP32 result)."""
+    b = tl.load(b_ptrs, mask=mask_b, other=0.0)
+    if W_BF16:
+        b = b.to(tl.float16)  # exact for |w| in [2**-14, 65504]
+    a_hi = tl.load(hi_ptrs, mask=mask_a, other=0.0)
+    a_lo = tl.load(lo_ptrs, mask=mask_a, other=0.0)
+    return tl.dot(a_hi, b, tl.dot(a_lo, b))
+
+
+@triton.jit
+def _epilogue(acc, offs_m, offs_n, mask_m, N, wscale_ptr, bias_ptr, out_ptr, stride_om,
+              HAS_WSCALE: tl.constexpr, HAS_BIAS: tl.constexpr):
+    mask_n = offs_n < N
+    if HAS_WSCALE:
+        acc = acc * tl.load(wscale_ptr + offs_n, mask=mask_n, other=1.0)[None, :]
+    if HAS_BIAS:
+        acc = acc + tl.load(bias_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
+    tl.store(out_ptr + offs_m[:, None] * stride_om + offs_n[None, :], acc, mask=mask_m[:, None] & mask_n[None, :])
 
 
 @triton.jit
 def _heal_matmul_kernel(
-    hi_ptr, lo_ptr, rscale_ptr, w_ptr, wscale_ptr, bias_ptr, out_ptr,
-    M, N, K,
-    stride_hm, stride_wn, stride_om,
+    hi_ptr, lo_ptr, ts_ptr, w_ptr, wscale_ptr, bias_ptr, out_ptr,
+    M, N, K, KT,
+    stride_hm, stride_tm, stride_wn, stride_om,
     HAS_BIAS: tl.constexpr, HAS_WSCALE: tl.constexpr, W_BF16: tl.constexpr,
-    ACC_MODE: tl.constexpr, LO_SHIFT_C: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    K_UNROLL: tl.constexpr, N_HALVES: tl.constexpr,
 ):
-    """out[m, n] = rscale[m] * wscale[n] * (sum_k hi[m,k] w[n,k] + 2**-LO_SHIFT sum_k lo[m,k] w[n,k]) + bias[n].
+    """out[m, n] = wscale[n] * sum_t ts[m, t] * (lo_t . w_t + hi_t . w_t) + bias[n].
 
-    K is walked in ascending BLOCK_K tiles.  The hi products of each tile come out
-    of a fresh MMA (whose internal sum truncates) and are added to the FP32
-    accumulator with round-to-nearest (ACC_MODE 1, shipped), optionally keeping
-    the rounding error of every addition in a second accumulator (ACC_MODE 2,
-    TwoSum).  ACC_MODE 0 chains every tile in the MMA accumulator (the naive
-    kernel, for comparison).  The lo products are 2**-11 smaller, so their tiles
-    are always chained in the MMA accumulator.  No split-K, no atomics.
+    K is walked in ascending BLOCK_K tiles t.  Each tile's lo and hi products are
+    summed by one fresh MMA chain (its internal sum truncates, but over 2 x 64
+    products only); the tile result is then scaled by its exact power of two and
+    added to the FP32 accumulator with round-to-nearest: an fma, so the compiler
+    cannot fold the add back into the MMA accumulator.  No split-K, no atomics.
+
+    K_UNROLL tiles are loaded per loop iteration and N_HALVES = 2 computes the
+    BLOCK_N columns as two halves, each with its own accumulator: both only change
+    how the work is cut (bigger loads; a wide tile without a second full-width
+    product in registers), never which tiles are summed in which order.
     """
     pid = tl.program_id(0)
     num_pid_m = tl.cdiv(M, BLOCK_M)
@@ -94,46 +114,39 @@ def _heal_matmul_kernel(
     pid_m = first_m + (pid % group) % size_m
     pid_n = (pid % group) // size_m
 
+    HALF_N: tl.constexpr = BLOCK_N // N_HALVES
     offs_m = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_n0 = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, HALF_N)
+    offs_n1 = offs_n0 + HALF_N
     offs_k = tl.arange(0, BLOCK_K)
     mask_m = offs_m < M
-    mask_n = offs_n < N
-    a_hi_ptrs = hi_ptr + offs_m[:, None] * stride_hm + offs_k[None, :]
-    a_lo_ptrs = lo_ptr + offs_m[:, None] * stride_hm + offs_k[None, :]
-    b_ptrs = w_ptr + offs_n[None, :] * stride_wn + offs_k[:, None]
+    hi_ptrs = hi_ptr + offs_m[:, None] * stride_hm + offs_k[None, :]
+    lo_ptrs = lo_ptr + offs_m[:, None] * stride_hm + offs_k[None, :]
+    b0_ptrs = w_ptr + offs_n0[None, :] * stride_wn + offs_k[:, None]
+    b1_ptrs = w_ptr + offs_n1[None, :] * stride_wn + offs_k[:, None]
+    ts_ptrs = ts_ptr + offs_m * stride_tm
 
-    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    comp = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    acc_lo = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        mask_k = (k0 + offs_k) < K
-        a_hi = tl.load(a_hi_ptrs, mask=mask_m[:, None] & mask_k[None, :], other=0.0)
-        a_lo = tl.load(a_lo_ptrs, mask=mask_m[:, None] & mask_k[None, :], other=0.0)
-        b = tl.load(b_ptrs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
-        if W_BF16:
-            b = b.to(tl.float16)  # exact for |w| in [2**-14, 65504]
-        if ACC_MODE == 0:
-            acc = tl.dot(a_hi, b, acc)
-        else:
-            p = tl.dot(a_hi, b)
-            if ACC_MODE == 1:
-                # fma(p, 1, acc) == RN(acc + p); written as an fma so the compiler
-                # cannot fold the add back into the MMA's truncating accumulator.
-                acc = tl.fma(p, 1.0, acc)
-            else:
-                acc, comp = _two_sum_acc(acc, comp, p)
-        acc_lo = tl.dot(a_lo, b, acc_lo)
-        a_hi_ptrs += BLOCK_K
-        a_lo_ptrs += BLOCK_K
-        b_ptrs += BLOCK_K
+    acc0 = tl.zeros([BLOCK_M, HALF_N], dtype=tl.float32)
+    acc1 = tl.zeros([BLOCK_M, HALF_N], dtype=tl.float32)
+    for t0 in range(0, KT, K_UNROLL):
+        for u in tl.static_range(K_UNROLL):
+            t = t0 + u
+            mask_k = (t * BLOCK_K + offs_k) < K  # all false past the last tile: p = 0, acc unchanged
+            mask_a = mask_m[:, None] & mask_k[None, :]
+            inv = tl.load(ts_ptrs + u, mask=mask_m & (t < KT), other=1.0)[:, None]
+            p0 = _tile_product(hi_ptrs + u * BLOCK_K, lo_ptrs + u * BLOCK_K, b0_ptrs + u * BLOCK_K,
+                               mask_a, mask_k[:, None] & (offs_n0 < N)[None, :], W_BF16)
+            acc0 = tl.fma(p0, inv, acc0)  # p * inv is exact: one rounding, to nearest
+            if N_HALVES == 2:
+                p1 = _tile_product(hi_ptrs + u * BLOCK_K, lo_ptrs + u * BLOCK_K, b1_ptrs + u * BLOCK_K,
+                                   mask_a, mask_k[:, None] & (offs_n1 < N)[None, :], W_BF16)
+                acc1 = tl.fma(p1, inv, acc1)
+        hi_ptrs += BLOCK_K * K_UNROLL
+        lo_ptrs += BLOCK_K * K_UNROLL
+        b0_ptrs += BLOCK_K * K_UNROLL
+        b1_ptrs += BLOCK_K * K_UNROLL
+        ts_ptrs += K_UNROLL
 
-    lo_down = _pow2(tl.full([], -LO_SHIFT_C, tl.int32))
-    total = acc + (comp + acc_lo * lo_down)
-    total = total * tl.load(rscale_ptr + offs_m, mask=mask_m, other=1.0)[:, None]
-    if HAS_WSCALE:
-        total = total * tl.load(wscale_ptr + offs_n, mask=mask_n, other=1.0)[None, :]
-    if HAS_BIAS:
-        total = total + tl.load(bias_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
-    out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
-    tl.store(out_ptrs, total, mask=mask_m[:, None] & mask_n[None, :])
+    _epilogue(acc0, offs_m, offs_n0, mask_m, N, wscale_ptr, bias_ptr, out_ptr, stride_om, HAS_WSCALE, HAS_BIAS)
+    if N_HALVES == 2:
+        _epilogue(acc1, offs_m, offs_n1, mask_m, N, wscale_ptr, bias_ptr, out_ptr, stride_om, HAS_WSCALE, HAS_BIAS)

@@ -3,14 +3,14 @@
 A matmul configuration has two parts:
 
 * ``MatmulNumerics`` fixes every choice that can change an output bit: the K tile
-  (where the tensor-core partial products are handed to the FP32 accumulator) and
-  how those partials are summed.  It is keyed by arch, weight dtype, N and K only,
-  never by M, so a row's value cannot depend on how many rows share the launch.
-* ``MatmulTiles`` (BLOCK_M, BLOCK_N, warps, stages) only decides how the output is
-  cut into programs.  It may follow M for speed because every output element is
-  still reduced over the same K tiles in the same order; ``tests/kernels/
-  test_matmul_gpu.py::test_every_tile_config_gives_identical_rows`` proves on the
-  GPU that each shipped tile set gives bitwise-identical rows.
+  (the span of one activation scale and one fresh MMA chain, whose result is handed
+  to the FP32 accumulator).  It is keyed by arch, weight dtype, N and K only, never
+  by M, so a row's value cannot depend on how many rows share the launch.
+* ``MatmulTiles`` (BLOCK_M, BLOCK_N, warps, stages, K unroll, N halves) only decides
+  how the output is cut into programs.  It may follow M for speed because every
+  output element is still reduced over the same K tiles in the same order;
+  ``tests/kernels/test_gpu_invariance.py::test_every_tile_config_gives_identical_rows``
+  proves on the GPU that each shipped tile set gives bitwise-identical rows.
 
 Row kernels (norm, rotary, activations) use one program per row; their block is a
 function of the row width only.
@@ -23,16 +23,10 @@ from dataclasses import dataclass
 import torch
 import triton
 
-# Partial products of each BLOCK_K slice are summed outside the MMA accumulator.
-ACC_FOLDED = 0  # acc += dot(a, b): MMA-internal accumulation (truncating); kept for probes
-ACC_OUTSIDE = 1  # p = dot(a, b); acc = RN(acc + p)
-ACC_TWOSUM = 2  # as OUTSIDE, plus the rounding error of every addition kept (Knuth TwoSum); probes only
-
 
 @dataclass(frozen=True)
 class MatmulNumerics:
-    block_k: int
-    acc_mode: int
+    block_k: int  # K tile: one power-of-two scale per row and tile, one fresh MMA chain per tile
 
 
 @dataclass(frozen=True)
@@ -42,6 +36,8 @@ class MatmulTiles:
     num_warps: int
     num_stages: int
     group_m: int = 8
+    k_unroll: int = 1  # K tiles loaded per loop iteration
+    n_halves: int = 1  # 2: the N tile is computed as two halves (wide tiles within the register budget)
 
 
 @dataclass(frozen=True)
@@ -52,23 +48,29 @@ class RowConfig:
 
 # One numerics setting for every shape: the K tile and the summation must not change
 # with the batch.  Chosen on the H100 (docs/BENCHMARKS.md, "Choosing the numerics"):
-# adding each 64-wide tile outside the MMA gives 1.35x FP32's error at M=1 (the worst
-# case: cuBLAS's FP32 GEMV is very accurate) for 4% over the naive kernel's time;
-# TwoSum would reach 0.8x FP32 but costs 1.6x at M=4096.
-_NUMERICS = MatmulNumerics(block_k=64, acc_mode=ACC_OUTSIDE)
+# 64-wide tiles summed outside the MMA land near FP32's error (the worst case is M=1,
+# against cuBLAS's very accurate FP32 GEMV).  Keeping each addition's rounding error
+# too (TwoSum) would reach 0.8x FP32 but cost 1.5x the time at M=4096.
+_NUMERICS = MatmulNumerics(block_k=64)
 
-# Tiles by M bucket (upper bound inclusive).  Every entry here is exercised by the
-# GPU bitwise test; adding one means adding it to that test's sweep automatically.
-_GPU_TILES: tuple[tuple[int, MatmulTiles], ...] = (
-    (16, MatmulTiles(block_m=16, block_n=32, num_warps=4, num_stages=6)),
-    (64, MatmulTiles(block_m=64, block_n=32, num_warps=4, num_stages=4)),
-    (256, MatmulTiles(block_m=128, block_n=64, num_warps=4, num_stages=4)),
-    (1 << 62, MatmulTiles(block_m=128, block_n=128, num_warps=8, num_stages=3)),
+# Tiles by (M, N) bucket: the first entry with M <= max_m and N >= min_n wins.  Chosen
+# on the H100 with `python -m bench.kernels.sweep_tiles`.  Every entry is exercised by
+# the GPU bitwise test (it iterates this table), so adding one is covered.
+_T = MatmulTiles
+_GPU_TILES: tuple[tuple[int, int, MatmulTiles], ...] = (
+    # (max_m, min_n, tiles)
+    (16, 0, _T(block_m=16, block_n=32, num_warps=2, num_stages=4, k_unroll=2)),
+    (64, 16384, _T(block_m=64, block_n=64, num_warps=4, num_stages=4)),
+    (64, 6144, _T(block_m=64, block_n=64, num_warps=4, num_stages=4, k_unroll=2)),
+    (64, 0, _T(block_m=64, block_n=32, num_warps=4, num_stages=4, k_unroll=2)),
+    (256, 16384, _T(block_m=128, block_n=256, num_warps=8, num_stages=3, n_halves=2)),
+    (256, 0, _T(block_m=64, block_n=128, num_warps=4, num_stages=3)),
+    (1 << 62, 0, _T(block_m=128, block_n=256, num_warps=8, num_stages=3, n_halves=2, group_m=16)),
 )
 # The interpreter's tl.dot is numpy's matmul, whose summation order follows the tile
 # shape, so on the CPU a single tile serves every M.
-_INTERPRET_TILES: tuple[tuple[int, MatmulTiles], ...] = (
-    (1 << 62, MatmulTiles(block_m=32, block_n=32, num_warps=4, num_stages=1)),
+_INTERPRET_TILES: tuple[tuple[int, int, MatmulTiles], ...] = (
+    (1 << 62, 0, _T(block_m=32, block_n=32, num_warps=4, num_stages=1)),
 )
 
 
@@ -78,15 +80,16 @@ def matmul_numerics(arch: str, w_dtype: torch.dtype, n: int, k: int) -> MatmulNu
     return _NUMERICS
 
 
-def matmul_tile_table(arch: str) -> tuple[tuple[int, MatmulTiles], ...]:
-    return _INTERPRET_TILES if arch == "interpret" else _GPU_TILES
+def matmul_tile_table(arch: str) -> tuple[MatmulTiles, ...]:
+    """Every tile set heal_matmul may pick on `arch`."""
+    return tuple(t for _, _, t in (_INTERPRET_TILES if arch == "interpret" else _GPU_TILES))
 
 
 def matmul_tiles(arch: str, m: int, n: int) -> MatmulTiles:
-    for bound, tiles in matmul_tile_table(arch):
-        if m <= bound:
+    for max_m, min_n, tiles in _INTERPRET_TILES if arch == "interpret" else _GPU_TILES:
+        if m <= max_m and n >= min_n:
             return tiles
-    raise AssertionError("unreachable: last bucket is unbounded")
+    raise AssertionError("unreachable: the last bucket takes every M and N")
 
 
 def row_config(arch: str, width: int) -> RowConfig:

@@ -2,12 +2,12 @@
 
     out = x @ w.T (+ bias), x float32 [M, K], w [N, K] 16-bit, out float32 [M, N]
 
-Each row of x is scaled by a power of two 2**-e (from its max |x|) and split into
-FP16 parts hi + lo * 2**-11 (22 significant bits).  Both parts are multiplied by the
-weight on the tensor cores; the hi products of each 64-wide K tile leave the MMA
-(whose internal sum truncates) and are added in ascending K order to an FP32
-accumulator with round-to-nearest, which is what brings the error down to an FP32
-matmul's (docs/BENCHMARKS.md).
+Each 64-wide K tile of each row of x is scaled by a power of two (from its max |x|)
+and split into FP16 parts hi + lo (22+ significant bits).  Both parts are multiplied
+by the weight on the tensor cores in one fresh MMA chain per tile; the tile results
+leave the MMA (whose internal sum truncates) and are added in ascending K order to
+an FP32 accumulator with round-to-nearest, which is what brings the error down to an
+FP32 matmul's (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ import torch
 import triton
 
 from heal_kernels import configs
-from heal_kernels._matmul_kernels import LO_SHIFT, ROW_TOP, _heal_matmul_kernel, _split_rows_kernel
+from heal_kernels._matmul_kernels import _heal_matmul_kernel, _split_kernel
 from heal_kernels._runtime import arch_key, check_contiguous, check_shape, check_tensor, out_buffer
 
 WEIGHT_DTYPES = (torch.bfloat16, torch.float16)
 # A converted weight's channel max lands in [2**14, 2**15), like the activations.
 _W_TOP = 14
-_SPLIT_BLOCK = 1024
+_SPLIT_TILES = 16  # K tiles per program of the split kernel
 
 
 @dataclass(frozen=True)
@@ -70,19 +70,23 @@ def prepare_weight(w: torch.Tensor, *, inplace: bool = False, rows_per_chunk: in
     return HealWeight(out, scale)
 
 
-def split_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(hi, lo, rscale) with x[m] == rscale[m] * (hi[m] + lo[m] * 2**-11) to ~2**-23 relative."""
+def split_tiles(x: torch.Tensor, block_k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(hi, lo, ts): x[m, k] == ts[m, k // block_k] * (hi[m, k] + lo[m, k]) to ~2**-22 relative.
+
+    hi and lo are [M, K] float16, ts is [M, cdiv(K, block_k)] float32 powers of two.
+    """
     m, k = x.shape
+    kt = triton.cdiv(k, block_k)
     hi = torch.empty((m, k), dtype=torch.float16, device=x.device)
     lo = torch.empty((m, k), dtype=torch.float16, device=x.device)
-    rscale = torch.empty((m,), dtype=torch.float32, device=x.device)
-    if m > 0:
-        _split_rows_kernel[(m,)](
-            x, hi, lo, rscale, k, x.stride(0), hi.stride(0),
-            BLOCK_K=min(_SPLIT_BLOCK, triton.next_power_of_2(max(k, 16))),
-            LO_SHIFT_C=LO_SHIFT, ROW_TOP_C=ROW_TOP, num_warps=4,
+    ts = torch.empty((m, kt), dtype=torch.float32, device=x.device)
+    if m > 0 and k > 0:
+        tiles = min(_SPLIT_TILES, triton.next_power_of_2(kt))
+        _split_kernel[(m, triton.cdiv(kt, tiles))](
+            x, hi, lo, ts, k, kt, x.stride(0), hi.stride(0), ts.stride(0),
+            BLOCK_K=block_k, TILES=tiles, num_warps=4,
         )
-    return hi, lo, rscale
+    return hi, lo, ts
 
 
 def heal_matmul(
@@ -126,14 +130,14 @@ def heal_matmul(
         return out
     if k == 0:
         return out.zero_() if bias is None else out.copy_(bias.float().expand(m, n))
-    hi, lo, rscale = split_rows(x)
+    hi, lo, ts = split_tiles(x, numerics.block_k)
     grid = (triton.cdiv(m, tiles.block_m) * triton.cdiv(n, tiles.block_n),)
     _heal_matmul_kernel[grid](
-        hi, lo, rscale, wt, wscale if wscale is not None else rscale, bias if bias is not None else rscale, out,
-        m, n, k, hi.stride(0), wt.stride(0), out.stride(0),
+        hi, lo, ts, wt, wscale if wscale is not None else ts, bias if bias is not None else ts, out,
+        m, n, k, ts.shape[1], hi.stride(0), ts.stride(0), wt.stride(0), out.stride(0),
         HAS_BIAS=bias is not None, HAS_WSCALE=wscale is not None, W_BF16=wt.dtype == torch.bfloat16,
-        ACC_MODE=numerics.acc_mode, LO_SHIFT_C=LO_SHIFT,
         BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n, BLOCK_K=numerics.block_k, GROUP_M=tiles.group_m,
+        K_UNROLL=tiles.k_unroll, N_HALVES=tiles.n_halves,
         num_warps=tiles.num_warps, num_stages=tiles.num_stages,
     )
     return out

@@ -1,6 +1,6 @@
 """GPU probe behind the choice of heal_matmul's numerics (configs.MatmulNumerics).
 
-For each accumulation mode and K tile: error vs float64 (normal and heavy-tailed
+For each K tile: error vs float64 (normal and heavy-tailed
 activations, M = 1, 16, 4096, K = 4096) next to torch FP32 and BF16, and the time of a
 4096^3 product (CUDA-graph replay, median).
 
@@ -16,7 +16,6 @@ from bench.timing import capture
 from heal_kernels import configs, reference
 from heal_kernels.matmul import heal_matmul, prepare_weight
 
-MODES = {configs.ACC_FOLDED: "fold", configs.ACC_OUTSIDE: "outside", configs.ACC_TWOSUM: "twosum"}
 ERR_TILES = configs.MatmulTiles(64, 64, 4, 2)  # fits every K tile tried here
 
 
@@ -33,16 +32,15 @@ def main():
             row = [f"fp32={reference.rel_err(reference.matmul_ref(x, hw, dtype=torch.float32), ref):.2e}",
                    f"bf16={reference.rel_err(reference.matmul_ref(x, hw, dtype=torch.bfloat16), ref):.2e}"]
             for bk in (32, 64, 128):
-                for mode, name in MODES.items():
-                    out = heal_matmul(x, hw, numerics=configs.MatmulNumerics(bk, mode), tiles=ERR_TILES)
-                    row.append(f"{name}-bk{bk}={reference.rel_err(out, ref):.2e}")
+                out = heal_matmul(x, hw, numerics=configs.MatmulNumerics(bk), tiles=ERR_TILES)
+                row.append(f"heal-bk{bk}={reference.rel_err(out, ref):.2e}")
             print(f"M{m} {kind}: " + " ".join(row), flush=True)
     print("\n4096^3 time (us), pinned tiles")
     x = torch.randn(4096, k, device="cuda")
-    for mode, name in MODES.items():
-        nm = configs.MatmulNumerics(64, mode)
+    for bk in (32, 64):
+        nm = configs.MatmulNumerics(bk)
         g = capture(lambda: heal_matmul(x, hw, numerics=nm), 5)
-        print(f"{name}-bk64: {triton.testing.do_bench(g.replay, return_mode='median') * 1e3 / 5:.1f}")
+        print(f"heal-bk{bk}: {triton.testing.do_bench(g.replay, return_mode='median') * 1e3 / 5:.1f}")
 
 
 if __name__ == "__main__":

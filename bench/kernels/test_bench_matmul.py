@@ -8,10 +8,9 @@ import torch
 
 from bench import timing
 from bench.shapes import BENCH_M, LLAMA3_8B_LINEARS
-from heal_kernels import configs
 from heal_kernels.matmul import heal_matmul, prepare_weight
 
-IMPLS = ["heal", "heal_naive", "fp16", "bf16", "tf32", "fp32"]
+IMPLS = ["heal", "fp16", "bf16", "tf32", "fp32"]
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +36,11 @@ def test_matmul(benchmark, ceilings, weights, name, n, k, m, impl):
     x = torch.randn(m, k, device="cuda")
     flops = 2.0 * m * n * k
     # bytes the op must move: fp32 x in, 16-bit weight, fp32 out (fp16/bf16 baselines: 16-bit x and out)
-    act_bytes = 4 if impl in ("heal", "heal_naive", "tf32", "fp32") else 2
+    act_bytes = 4 if impl in ("heal", "tf32", "fp32") else 2
     w_bytes = 4 if impl in ("tf32", "fp32") else 2
     nbytes = m * k * act_bytes + n * k * w_bytes + m * n * act_bytes
     if impl == "heal":
         fn = lambda: heal_matmul(x, hw)
-    elif impl == "heal_naive":
-        naive = configs.MatmulNumerics(block_k=64, acc_mode=configs.ACC_FOLDED)
-        fn = lambda: heal_matmul(x, hw, numerics=naive)
     elif impl in ("fp16", "bf16"):
         dt = torch.float16 if impl == "fp16" else torch.bfloat16
         xs, ws = x.to(dt), w.to(dt)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from heal_kernels import configs, reference
-from heal_kernels.matmul import HealWeight, heal_matmul, prepare_weight
+from heal_kernels.matmul import HealWeight, heal_matmul, prepare_weight, split_tiles
 from tests.conftest import ON_GPU
 from tests.helpers import BATCH_SIZES, assert_rows_invariant, poisoned
 
@@ -124,6 +124,39 @@ def test_batch_invariance(device, wkind):
     assert_rows_invariant(lambda xs: heal_matmul(xs, w, bias), x)
 
 
+@pytest.mark.parametrize("variant", ["k_unroll", "n_halves"])
+def test_loop_shape_options_give_the_same_bits(device, variant):
+    """k_unroll and n_halves change how the work is cut, never what is summed in which order."""
+    gen = torch.Generator().manual_seed(12)
+    m, n, k = 40, 128, 200 + 64 * 3  # 7 K tiles: unrolls of 2 and 4 leave a ragged last step
+    w = _weight(n, k, device, "heal", gen)
+    x = reference.heavy_tailed_activations(m, k, generator=gen, device=device)
+    bias = torch.randn(n, generator=gen).to(device)
+    base = heal_matmul(x, w, bias, tiles=configs.MatmulTiles(16, 32, 4, 2))
+    if variant == "k_unroll":
+        others = [configs.MatmulTiles(16, 32, 4, 2, k_unroll=u) for u in (2, 4)]
+    else:
+        others = [configs.MatmulTiles(16, 64, 4, 2, n_halves=2)]
+    for t in others:
+        assert torch.equal(heal_matmul(x, w, bias, tiles=t, out=poisoned((m, n), device)), base), t
+
+
+def test_split_tiles_reconstructs_x(device):
+    gen = torch.Generator().manual_seed(13)
+    x = torch.randn(6, 300, generator=gen)
+    x[1] *= 3e5
+    x[2] *= 1e-30
+    x[3, 70:] = 0
+    x = x.to(device)
+    hi, lo, ts = split_tiles(x, 64)
+    assert ts.shape == (6, 5)
+    back = (hi.double() + lo.double()) * ts.double().repeat_interleave(64, dim=1)[:, :300]
+    rel = (back - x.double()).abs() / x.double().abs().clamp_min(1e-300)
+    assert rel[x != 0].max() <= 2.0**-22
+    assert torch.equal(back[x == 0], torch.zeros_like(back[x == 0]))
+    assert hi.abs().max() < 2.0**15 and torch.isfinite(hi).all() and torch.isfinite(lo).all()
+
+
 def test_numerics_do_not_depend_on_m():
     """The numerics selector has no M argument, and the tile selector covers every M with one table."""
     assert "m" not in inspect.signature(configs.matmul_numerics).parameters
@@ -131,7 +164,8 @@ def test_numerics_do_not_depend_on_m():
         nums = {configs.matmul_numerics(arch, torch.bfloat16, 4096, 4096) for _ in (1, 3, 64, 4097)}
         assert len(nums) == 1
         for m in (1, 3, 64, 4097):
-            assert configs.matmul_tiles(arch, m, 4096) in dict(configs.matmul_tile_table(arch)).values()
+            for n in (16, 4096, 128256):
+                assert configs.matmul_tiles(arch, m, n) in configs.matmul_tile_table(arch)
 
 
 def test_bad_arguments_raise_value_error_naming_them(device):

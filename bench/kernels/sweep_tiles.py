@@ -1,0 +1,65 @@
+"""GPU sweep of heal_matmul output tiles (numerics as pinned) at Llama-3-8B shapes.
+
+Prints, per shape and M, the fastest tiles (CUDA-graph replay median) and checks
+that every tile gives the same bits.  Used to fill configs._GPU_TILES.
+
+    python -m bench.kernels.sweep_tiles        (GPU machine)
+"""
+
+from __future__ import annotations
+
+import torch
+import triton.testing
+
+from bench.shapes import LLAMA3_8B_LINEARS
+from bench.timing import capture
+from heal_kernels import configs
+from heal_kernels.matmul import heal_matmul, prepare_weight
+
+T = configs.MatmulTiles
+CANDIDATES = {
+    1: [T(16, bn, nw, st, k_unroll=u) for bn in (16, 32) for nw in (2, 4) for st in (3, 4, 6) for u in (1, 2, 4)],
+    16: [T(16, bn, nw, st, k_unroll=u) for bn in (16, 32) for nw in (2, 4) for st in (3, 4, 6) for u in (1, 2, 4)],
+    64: [T(bm, bn, 4, st, k_unroll=u) for bm in (32, 64) for bn in (32, 64) for st in (3, 4) for u in (1, 2)],
+    256: [T(bm, bn, nw, st) for bm, bn, nw in ((64, 64, 4), (128, 64, 4), (64, 128, 4), (128, 128, 8))
+          for st in (3, 4)] + [T(128, 256, 8, 3, n_halves=2), T(64, 256, 4, 3, n_halves=2)],
+    4096: [T(128, 128, 8, 3), T(128, 128, 8, 4), T(128, 256, 8, 3, n_halves=2), T(128, 256, 8, 4, n_halves=2),
+           T(256, 128, 8, 3), T(128, 256, 8, 3, n_halves=2, group_m=16), T(64, 256, 4, 3, n_halves=2),
+           T(128, 128, 8, 3, k_unroll=2)],
+}
+
+
+def us(fn, reps):
+    g = capture(fn, reps)
+    return triton.testing.do_bench(g.replay, warmup=10, rep=60, return_mode="median") * 1e3 / reps
+
+
+def main():
+    torch.manual_seed(0)
+    for name, n, k in LLAMA3_8B_LINEARS[:4]:
+        w = (torch.randn(n, k, device="cuda") * 0.02).bfloat16()
+        hw, wh = prepare_weight(w), w.half()
+        for m, cands in CANDIDATES.items():
+            x = torch.randn(m, k, device="cuda")
+            reps = 20 if m <= 256 else 3
+            xh = x.half()
+            base = us(lambda: xh @ wh.T, reps)
+            res, first, same = [], None, True
+            for t in cands:
+                try:
+                    out = heal_matmul(x, hw, tiles=t)
+                    res.append((us(lambda: heal_matmul(x, hw, tiles=t), reps), t))
+                except Exception as e:  # noqa: BLE001 - tiles over the shared-memory limit are skipped
+                    print(f"  skip {t}: {str(e)[:50]}")
+                    continue
+                first = out if first is None else first
+                same &= torch.equal(out, first)
+            res.sort(key=lambda r: r[0])
+            top = ", ".join(f"{u:.1f}us {t.block_m}x{t.block_n}w{t.num_warps}s{t.num_stages}"
+                            f"u{t.k_unroll}h{t.n_halves}g{t.group_m}" for u, t in res[:3])
+            print(f"{name} M{m}: fp16 {base:.1f}us | best {top} | ratio {res[0][0] / base:.2f} | bitwise {same}",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
