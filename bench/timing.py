@@ -3,6 +3,8 @@
 A benchmark captures `reps` calls of the op in one CUDA graph (so Python and launch
 overhead stay out, as they do when SGLang replays its decode graphs) and lets
 pytest-benchmark time graph replays; the per-call median is the replay median / reps.
+Given a list of calls (the same op on different copies of its inputs), consecutive
+calls rotate through them, so inputs that fit in L2 are not served from it.
 """
 
 from __future__ import annotations
@@ -12,29 +14,34 @@ import triton.testing
 
 
 def capture(fn, reps: int) -> torch.cuda.CUDAGraph:
-    fn()  # compile / warm up outside the graph
+    fns = fn if isinstance(fn, (list, tuple)) else [fn]
+    for f in fns:
+        f()  # compile / warm up outside the graph
     torch.cuda.synchronize()
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
-        fn()
+        fns[0]()
     torch.cuda.current_stream().wait_stream(side)
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):
-        for _ in range(reps):
-            fn()
+        for i in range(reps):
+            fns[i % len(fns)]()
     torch.cuda.synchronize()
     return g
 
 
 def _reps_for(fn, target_ms: float = 2.0) -> int:
+    n = len(fn) if isinstance(fn, (list, tuple)) else 1
     g = capture(fn, 4)
     ms = triton.testing.do_bench(g.replay, warmup=5, rep=30, return_mode="median") / 4
-    return int(min(200, max(4, target_ms / max(ms, 1e-4))))
+    reps = int(min(200, max(4, target_ms / max(ms, 1e-4))))
+    return max(n, reps - reps % n)
 
 
 def run(benchmark, fn, *, flops: float = 0.0, nbytes: float = 0.0, ceilings: dict | None = None, **info) -> float:
-    """Time fn with pytest-benchmark over graph replays; record us, TFLOP/s, GB/s, roofline fractions."""
+    """Time fn (a call, or a list of calls to rotate through) with pytest-benchmark over graph
+    replays; record us, TFLOP/s, GB/s and roofline fractions in extra_info."""
     reps = _reps_for(fn)
     g = capture(fn, reps)
 
