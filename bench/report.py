@@ -48,6 +48,25 @@ def rowop_table(rows) -> str:
     return "\n".join(out)
 
 
+def attention_table(rows) -> str:
+    by = {}
+    for r in rows:
+        key = (r["op"], r.get("bs", 1), r.get("ctx", r.get("tokens")))
+        by.setdefault(key, {})[r["impl"]] = r
+    out = ["| op | batch | context / tokens | heal us | sglang bf16 us | torch fp32 us | heal / bf16 "
+           "| heal GB/s | heal frac. HBM | heal TFLOP/s |",
+           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for (op, bs, n), d in sorted(by.items()):
+        h, b, f = d.get("heal"), d.get("sglang_bf16"), d.get("torch_fp32")
+        if not h:
+            continue
+        gbs = f"{h['gbs']:.0f} | {h['frac_hbm']:.2f}" if "gbs" in h else "- | -"
+        out.append(f"| {op} | {bs} | {n} | {h['us']:.1f} | {b['us'] if b else float('nan'):.1f} "
+                   f"| {f['us'] if f else float('nan'):.1f} | {h['us'] / b['us'] if b else float('nan'):.2f} "
+                   f"| {gbs} | {h['tflops']:.0f} |")
+    return "\n".join(out)
+
+
 def main(path: str) -> None:
     data = json.load(open(path))
     rows = [b["extra_info"] for b in data["benchmarks"]]
@@ -63,7 +82,10 @@ def main(path: str) -> None:
         print(matmul_table(mm) + "\n")
     ro = [r for r in rows if r.get("op") in ("add_rmsnorm", "silu_and_mul", "rope")]
     if ro:
-        print(rowop_table(ro))
+        print(rowop_table(ro) + "\n")
+    at = [r for r in rows if r.get("op") in ("attn_decode", "attn_prefill")]
+    if at:
+        print(attention_table(at))
 
 
 if __name__ == "__main__":

@@ -93,3 +93,29 @@ def heavy_tailed_activations(m: int, k: int, *, outlier_cols: int = 8, factor: f
     scale = torch.empty(outlier_cols).uniform_(factor / 2, factor, generator=generator)
     x[:, cols] *= scale
     return x.to(device)
+
+
+def attention_ref(q, k, v, q_pos, *, sm_scale, sliding_window=-1, logit_cap=0.0, dtype=torch.float64):
+    """Attention of q [T, Hq, D] at positions q_pos [T] over one sequence's k, v [S, Hk, D] (positions 0..S-1).
+
+    Computed in ``dtype``: float64 (truth), float32, or bfloat16 (inputs, scores and
+    probabilities rounded to bf16, softmax in fp32, as 16-bit attention does).
+    """
+    t, hq, d = q.shape
+    hk = k.shape[1]
+    g = hq // hk
+    qd, kd, vd = (x.to(dtype) for x in (q, k, v))
+    kd = kd.repeat_interleave(g, dim=1)  # [S, Hq, D]
+    vd = vd.repeat_interleave(g, dim=1)
+    s = torch.einsum("thd,shd->hts", qd, kd).to(torch.float64 if dtype == torch.float64 else torch.float32)
+    s = s * sm_scale
+    if logit_cap > 0:
+        s = logit_cap * torch.tanh(s / logit_cap)
+    pos_k = torch.arange(k.shape[0], device=q.device)
+    qp = q_pos.to(q.device).long()
+    visible = pos_k[None, :] <= qp[:, None]
+    if sliding_window >= 0:
+        visible &= (qp[:, None] - pos_k[None, :]) <= sliding_window
+    s = s.masked_fill(~visible[None], float("-inf"))
+    p = torch.softmax(s, dim=-1).to(dtype)
+    return torch.einsum("hts,shd->thd", p, vd)

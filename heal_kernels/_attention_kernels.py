@@ -1,0 +1,241 @@
+"""Triton code of HEAL's paged attention on an INT16 KV cache.
+
+Scores.  Q (quantized per row in registers) and K are int16 values split into int8
+parts, x = hi * 256 + lo; the three int8 MMAs (hi.hi, hi.lo + lo.hi, lo.lo) are exact
+int32 sums, combined exactly in int64 and rounded once to fp32, then scaled by
+q_scale * sm_scale and k_scale.  No score depends on accumulation order or on the GPU.
+
+Softmax.  Online softmax in FP32 over KV blocks of BLOCK_N tokens aligned to absolute
+positions, in ascending order, inside splits of SPLIT tokens.  Each split starts from
+an empty state; split states are folded in ascending order with one formula
+(_fold), in registers (extend) or by the merge kernel (decode).  Masked keys and
+empty blocks or splits are exact identities, so a query token's output is the same
+whichever path, batch, chunk or page placement computes it.  Row sums are taken from
+an MMA (each element's value does not depend on the tile's layout), maxima by tl.max.
+
+P.V.  p * v_scale is split per row and block into FP16 hi + lo with a power-of-two
+scale (_split_tile); V's int16 values split into int8 parts that FP16 holds exactly;
+four FP16 MMAs in two fresh chains, combined and added to the FP32 accumulator with
+round-to-nearest.
+
+Kernels are launched with enable_fp_fusion=False so that every fp32 expression is
+evaluated as written in both paths.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from heal_kernels._matmul_kernels import _split_tile
+from heal_kernels.kv_int16 import _quantize_rows
+
+LOG2E = tl.constexpr(1.4426950408889634)
+
+
+@triton.jit
+def _split16(x):
+    """int32 in [-32639, 32639] -> (hi, lo) int32 in [-128, 127] with x == hi * 256 + lo."""
+    lo = ((x + 128) & 255) - 128
+    hi = (x - lo) >> 8
+    return hi, lo
+
+
+@triton.jit
+def _qk_int(qh, ql, kh_t, kl_t):
+    """Exact q.k for int16 values given as int8 parts (q [R, D], k^T [D, N]) -> int64 [R, N]."""
+    hh = tl.dot(qh, kh_t, out_dtype=tl.int32)
+    mix = tl.dot(ql, kh_t, tl.dot(qh, kl_t, out_dtype=tl.int32), out_dtype=tl.int32)
+    ll = tl.dot(ql, kl_t, out_dtype=tl.int32)
+    return hh.to(tl.int64) * 65536 + mix.to(tl.int64) * 256 + ll.to(tl.int64)
+
+
+@triton.jit
+def _dot2(a_hi, a_lo, b, EXACT: tl.constexpr):
+    """a_hi . b + a_lo . b as one fp32 MMA chain.
+
+    EXACT (the CPU interpreter only): in float64, so the sum does not depend on the
+    row's place in the tile as numpy's float32 matmul does; on the GPU each element
+    of an MMA is computed the same way wherever its row sits.
+    """
+    if EXACT:
+        b64 = b.to(tl.float64)
+        lo = tl.dot(a_lo.to(tl.float64), b64, out_dtype=tl.float64)
+        return tl.dot(a_hi.to(tl.float64), b64, lo, out_dtype=tl.float64).to(tl.float32)
+    return tl.dot(a_hi, b, tl.dot(a_lo, b))
+
+
+@triton.jit
+def _fold(M, L, ACC, m, ls, acc):
+    """Merge softmax state (m, ls, acc) into (M, L, ACC); an empty state (-inf, 0, 0) is an exact identity."""
+    m_new = tl.maximum(M, m)
+    empty = m_new == float("-inf")
+    a = tl.where(empty, 1.0, tl.exp2(M - m_new))
+    b = tl.where(empty, 0.0, tl.exp2(m - m_new))
+    return m_new, L * a + ls * b, ACC * a[:, None] + acc * b[:, None]
+
+
+@triton.jit
+def _block(
+    m_i, l_i, acc, qh, ql, qs, pos_q, row_ok, b0, seq_len, kv_base,
+    idx_ptr, kc_ptr, ks_ptr, vc_ptr, vs_ptr, kvh, stride_cs, stride_ch, stride_ss,
+    window, cap, ones,
+    HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_CAP: tl.constexpr,
+    EXACT: tl.constexpr,
+):
+    """One KV block [b0, b0 + BLOCK_N) of one sequence into the online-softmax state (log2 domain)."""
+    pos_k = b0 + tl.arange(0, BLOCK_N)
+    in_seq = pos_k < seq_len
+    slots = tl.load(idx_ptr + kv_base + pos_k, mask=in_seq, other=0).to(tl.int64)
+    d = tl.arange(0, HEAD_DIM)
+    k = tl.load(kc_ptr + slots[:, None] * stride_cs + kvh * stride_ch + d[None, :], mask=in_seq[:, None], other=0)
+    kh, kl = _split16(k.to(tl.int32))
+    s_int = _qk_int(qh, ql, tl.trans(kh.to(tl.int8)), tl.trans(kl.to(tl.int8)))
+    sk = tl.load(ks_ptr + slots * stride_ss + kvh, mask=in_seq, other=0.0)
+    s = s_int.to(tl.float32) * qs[:, None] * sk[None, :]
+    if HAS_CAP:
+        # cap * tanh(s / cap), tanh(y) = 1 - 2 / (exp(2y) + 1)
+        s = cap * (1.0 - 2.0 / (tl.exp2((2.0 * LOG2E) * (s / cap)) + 1.0))
+    s = s * LOG2E
+    visible = in_seq[None, :] & (pos_k[None, :] <= pos_q[:, None]) & row_ok[:, None]
+    if HAS_WINDOW:
+        visible = visible & (pos_q[:, None] - pos_k[None, :] <= window)
+    s = tl.where(visible, s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, axis=1))
+    empty = m_new == float("-inf")
+    alpha = tl.where(empty, 1.0, tl.exp2(m_i - m_new))
+    p = tl.where(empty[:, None], 0.0, tl.exp2(s - m_new[:, None]))
+    sv = tl.load(vs_ptr + slots * stride_ss + kvh, mask=in_seq, other=0.0)
+    p_hi, p_lo, p_inv = _split_tile(p * sv[None, :])
+    v = tl.load(vc_ptr + slots[:, None] * stride_cs + kvh * stride_ch + d[None, :], mask=in_seq[:, None], other=0)
+    vh, vl = _split16(v.to(tl.int32))
+    vh = vh.to(tl.float16)
+    vl = vl.to(tl.float16)
+    pv_h = _dot2(p_hi, p_lo, vh, EXACT)
+    pv_l = _dot2(p_hi, p_lo, vl, EXACT)
+    # Row sum of p from an MMA (every column of `ones` is 1, so every output column holds
+    # the sum; tl.max picks it exactly), not tl.sum, whose order follows the tile layout.
+    s_hi, s_lo, s_inv = _split_tile(p)
+    p_sum = tl.max(_dot2(s_hi, s_lo, ones, EXACT), axis=1) * s_inv
+    l_i = l_i * alpha + p_sum
+    acc = acc * alpha[:, None] + (pv_h * 256.0 + pv_l) * p_inv[:, None]
+    return m_new, l_i, acc
+
+
+@triton.jit
+def _attn_kernel(
+    q_ptr, out_ptr, pm_ptr, pl_ptr, pacc_ptr,
+    qo_indptr_ptr, kv_indptr_ptr, idx_ptr,
+    kc_ptr, ks_ptr, vc_ptr, vs_ptr,
+    sm_scale, window, cap,
+    stride_qt, stride_qh, stride_ot, stride_oh,
+    stride_cs, stride_ch, stride_ss,
+    stride_pb, stride_ph, stride_ps,
+    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    SPLIT: tl.constexpr, DECODE: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_CAP: tl.constexpr,
+    EXACT: tl.constexpr,
+):
+    """Rows of a program: (token, q head of the kv head's group), token-major.
+
+    Extend (DECODE=0): grid (q tiles, sequences, kv heads); every split up to the
+    tile's last position, folded in registers, output written.
+    Decode (DECODE=1): grid (splits, sequences, kv heads); one token per sequence,
+    the split's state written to the partials for _merge_kernel.
+    """
+    pid0 = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    kvh = tl.program_id(2).to(tl.int64)
+    kv_base = tl.load(kv_indptr_ptr + b).to(tl.int64)
+    seq_len = (tl.load(kv_indptr_ptr + b + 1) - kv_base).to(tl.int32)
+    if DECODE:
+        q_start = b
+        ext_len = 1
+        tile = 0
+    else:
+        q_start = tl.load(qo_indptr_ptr + b).to(tl.int64)
+        ext_len = (tl.load(qo_indptr_ptr + b + 1) - q_start).to(tl.int32)
+        tile = pid0
+    TOKENS: tl.constexpr = BLOCK_M // GROUP
+    if tile * TOKENS >= ext_len:
+        return
+    r = tl.arange(0, BLOCK_M)
+    tok = tile * TOKENS + r // GROUP
+    head = kvh * GROUP + r % GROUP
+    row_ok = (tok < ext_len) & (r < TOKENS * GROUP)
+    pos_q = seq_len - ext_len + tok
+    d = tl.arange(0, HEAD_DIM)
+    q_rows = q_ptr + (q_start + tok.to(tl.int64))[:, None] * stride_qt + head[:, None] * stride_qh + d[None, :]
+    q = tl.load(q_rows, mask=row_ok[:, None], other=0.0).to(tl.float32)
+    q_int, q_scale = _quantize_rows(q)
+    qh, ql = _split16(q_int)
+    qh = qh.to(tl.int8)
+    ql = ql.to(tl.int8)
+    qs = q_scale * sm_scale
+    ones = tl.full([BLOCK_N, 16], 1.0, tl.float16)
+
+    NEG_INF: tl.constexpr = float("-inf")
+    M = tl.full([BLOCK_M], NEG_INF, tl.float32)
+    L = tl.zeros([BLOCK_M], tl.float32)
+    ACC = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    if DECODE:
+        s_first = pid0
+        s_last = pid0
+        end = seq_len
+    else:
+        end = tl.minimum(seq_len - ext_len + (tile + 1) * TOKENS, seq_len)  # one past the tile's last position
+        s_first = 0
+        s_last = (end - 1) // SPLIT
+    for s in range(s_first, s_last + 1):
+        m_i = tl.full([BLOCK_M], NEG_INF, tl.float32)
+        l_i = tl.zeros([BLOCK_M], tl.float32)
+        acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+        for b0 in range(s * SPLIT, tl.minimum((s + 1) * SPLIT, end), BLOCK_N):
+            m_i, l_i, acc = _block(
+                m_i, l_i, acc, qh, ql, qs, pos_q, row_ok, b0, seq_len, kv_base,
+                idx_ptr, kc_ptr, ks_ptr, vc_ptr, vs_ptr, kvh, stride_cs, stride_ch, stride_ss,
+                window, cap, ones, HEAD_DIM, BLOCK_N, HAS_WINDOW, HAS_CAP, EXACT,
+            )
+        if DECODE:
+            part = b * stride_pb + head * stride_ph + s * stride_ps
+            tl.store(pm_ptr + part, m_i, mask=row_ok)
+            tl.store(pl_ptr + part, l_i, mask=row_ok)
+            tl.store(pacc_ptr + part[:, None] * HEAD_DIM + d[None, :], acc, mask=row_ok[:, None])
+        else:
+            M, L, ACC = _fold(M, L, ACC, m_i, l_i, acc)
+    if not DECODE:
+        o_rows = out_ptr + (q_start + tok.to(tl.int64))[:, None] * stride_ot + head[:, None] * stride_oh + d[None, :]
+        tl.store(o_rows, ACC / L[:, None], mask=row_ok[:, None])
+
+
+@triton.jit
+def _merge_kernel(
+    pm_ptr, pl_ptr, pacc_ptr, out_ptr, NUM_SPLITS,
+    stride_pb, stride_ph, stride_ps, stride_ot, stride_oh,
+    HEADS_PER_PROG: tl.constexpr, HEAD_DIM: tl.constexpr,
+):
+    """Fold the decode splits of HEADS_PER_PROG (sequence, head) rows in ascending split order."""
+    b = tl.program_id(0).to(tl.int64)
+    h = tl.program_id(1).to(tl.int64) * HEADS_PER_PROG + tl.arange(0, HEADS_PER_PROG)
+    d = tl.arange(0, HEAD_DIM)
+    M = tl.full([HEADS_PER_PROG], float("-inf"), tl.float32)
+    L = tl.zeros([HEADS_PER_PROG], tl.float32)
+    ACC = tl.zeros([HEADS_PER_PROG, HEAD_DIM], tl.float32)
+    for s in range(0, NUM_SPLITS):
+        part = b * stride_pb + h * stride_ph + s * stride_ps
+        m = tl.load(pm_ptr + part)
+        l_ = tl.load(pl_ptr + part)
+        acc = tl.load(pacc_ptr + part[:, None] * HEAD_DIM + d[None, :])
+        M, L, ACC = _fold(M, L, ACC, m, l_, acc)
+    tl.store(out_ptr + b * stride_ot + h[:, None] * stride_oh + d[None, :], ACC / L[:, None])
+
+
+@triton.jit
+def _qk_int_kernel(q_ptr, k_ptr, out_ptr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Debug/test: exact int64 scores of int16 q [BLOCK_M, D] and k [BLOCK_N, D] through the kernels' MMA path."""
+    r = tl.arange(0, BLOCK_M)
+    c = tl.arange(0, BLOCK_N)
+    d = tl.arange(0, HEAD_DIM)
+    qh, ql = _split16(tl.load(q_ptr + r[:, None] * HEAD_DIM + d[None, :]).to(tl.int32))
+    kh, kl = _split16(tl.load(k_ptr + c[:, None] * HEAD_DIM + d[None, :]).to(tl.int32))
+    s = _qk_int(qh.to(tl.int8), ql.to(tl.int8), tl.trans(kh.to(tl.int8)), tl.trans(kl.to(tl.int8)))
+    tl.store(out_ptr + r[:, None] * BLOCK_N + c[None, :], s)

@@ -1,0 +1,168 @@
+"""HEAL paged attention on an INT16 KV cache: extend (prefill with a cached prefix) and decode.
+
+    out[t, h] = sum_j softmax_j(s[t, h, j]) v[j, h // G],   s = q.k * sm_scale (optionally soft-capped)
+
+over the keys j <= pos(t) of t's sequence (and pos(t) - j <= sliding_window if set).
+K/V are read from the cache only, through ``kv_indices`` (the slot of each position of
+each sequence, concatenated; ``kv_indptr`` [B+1] delimits sequences): write the new
+tokens with ``kv_int16.store_kv`` first.  The maths and the fixed reduction order are
+described in ``_attention_kernels``; a query token's output is bitwise the same
+from ``attention_extend`` and ``attention_decode``, in any batch, chunking or page
+placement.  Output float32 [T, Hq, D].
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+
+from heal_kernels._attention_kernels import _attn_kernel, _merge_kernel, _qk_int_kernel
+from heal_kernels._runtime import FLOAT_DTYPES, check_tensor, is_interpret, out_buffer
+from heal_kernels.kv_int16 import Int16KV, check_cache
+
+# KV splits are this many tokens, whatever the batch, the GPU or the context length.
+SPLIT_TOKENS = 256
+_INDEX_DTYPES = (torch.int32, torch.int64)
+
+
+def _block_n(head_dim: int) -> int:
+    return 64 if head_dim <= 128 else 32
+
+
+def _launch_opts() -> dict:
+    if is_interpret():
+        return {"EXACT": True}
+    # Every fp32 expression evaluated as written, in every kernel that shares it.
+    return {"EXACT": False, "num_warps": 4, "num_stages": 2, "enable_fp_fusion": False}
+
+
+def _check_common(q, cache, kv_indptr, kv_indices, sm_scale, sliding_window, logit_cap, n_seqs):
+    check_cache(cache)
+    dev = cache.k.device
+    check_tensor("q", q, dtypes=FLOAT_DTYPES, ndim=3, device=dev)
+    hq, d = q.shape[1], q.shape[2]
+    hk = cache.num_heads
+    if d != cache.head_dim:
+        raise ValueError(f"q has head_dim {d} but the cache holds head_dim {cache.head_dim}")
+    if hq % hk:
+        raise ValueError(f"q has {hq} heads, not a multiple of the cache's {hk} KV heads")
+    check_tensor("kv_indptr", kv_indptr, dtypes=_INDEX_DTYPES, ndim=1, device=dev)
+    if kv_indptr.shape[0] != n_seqs + 1:
+        raise ValueError(f"kv_indptr has {kv_indptr.shape[0]} entries for {n_seqs} sequences (expected B + 1)")
+    check_tensor("kv_indices", kv_indices, dtypes=_INDEX_DTYPES, ndim=1, device=dev)
+    if not (isinstance(sm_scale, (int, float)) and sm_scale > 0):
+        raise ValueError(f"sm_scale must be a positive number, got {sm_scale!r}")
+    if not isinstance(sliding_window, int) or sliding_window < -1:
+        raise ValueError(f"sliding_window must be -1 (none) or a non-negative int, got {sliding_window!r}")
+    if not (isinstance(logit_cap, (int, float)) and logit_cap >= 0):
+        raise ValueError(f"logit_cap must be >= 0 (0 = none), got {logit_cap!r}")
+    return hq, hk, d
+
+
+def attention_extend(
+    q: torch.Tensor,
+    cache: Int16KV,
+    qo_indptr: torch.Tensor,
+    kv_indptr: torch.Tensor,
+    kv_indices: torch.Tensor,
+    *,
+    sm_scale: float,
+    sliding_window: int = -1,
+    logit_cap: float = 0.0,
+    max_extend_len: int | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Causal attention of the new tokens q [T, Hq, D] (``qo_indptr`` [B+1] delimits sequences).
+
+    Sequence b has kv length kv_indptr[b+1] - kv_indptr[b], of which its last
+    qo_indptr[b+1] - qo_indptr[b] positions are the new tokens (already in the cache).
+    """
+    check_tensor("qo_indptr", qo_indptr, dtypes=_INDEX_DTYPES, ndim=1, device=q.device)
+    n_seqs = qo_indptr.shape[0] - 1
+    hq, hk, d = _check_common(q, cache, kv_indptr, kv_indices, sm_scale, sliding_window, logit_cap, n_seqs)
+    t = q.shape[0]
+    out = out_buffer("out", out, (t, hq, d), q.device)
+    if t == 0 or n_seqs == 0:
+        return out
+    if max_extend_len is None:
+        max_extend_len = int((qo_indptr[1:] - qo_indptr[:-1]).max())
+    group = hq // hk
+    block_m = max(64, triton.next_power_of_2(group))
+    tokens = block_m // group
+    grid = (triton.cdiv(max_extend_len, tokens), n_seqs, hk)
+    _attn_kernel[grid](
+        q, out, out, out, out, qo_indptr, kv_indptr, kv_indices,
+        cache.k, cache.k_scale, cache.v, cache.v_scale,
+        float(sm_scale), int(sliding_window), float(logit_cap),
+        q.stride(0), q.stride(1), out.stride(0), out.stride(1),
+        cache.k.stride(0), cache.k.stride(1), cache.k_scale.stride(0), 0, 0, 0,
+        GROUP=group, HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=_block_n(d), SPLIT=SPLIT_TOKENS, DECODE=False,
+        HAS_WINDOW=sliding_window >= 0, HAS_CAP=logit_cap > 0, **_launch_opts(),
+    )
+    return out
+
+
+def attention_decode(
+    q: torch.Tensor,
+    cache: Int16KV,
+    kv_indptr: torch.Tensor,
+    kv_indices: torch.Tensor,
+    *,
+    sm_scale: float,
+    sliding_window: int = -1,
+    logit_cap: float = 0.0,
+    max_seq_len: int | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """One new token per sequence, q [B, Hq, D], at position kv_len - 1 (already in the cache).
+
+    The KV range is cut into SPLIT_TOKENS-token splits run in parallel and merged in
+    ascending order.  ``max_seq_len`` (>= every kv length; e.g. the context length for
+    CUDA graphs) fixes the number of splits launched; extra splits are empty.
+    """
+    n_seqs = q.shape[0] if isinstance(q, torch.Tensor) and q.dim() == 3 else -1
+    hq, hk, d = _check_common(q, cache, kv_indptr, kv_indices, sm_scale, sliding_window, logit_cap, n_seqs)
+    out = out_buffer("out", out, (n_seqs, hq, d), q.device)
+    if n_seqs == 0:
+        return out
+    if max_seq_len is None:
+        max_seq_len = int((kv_indptr[1:] - kv_indptr[:-1]).max())
+    n_splits = max(1, triton.cdiv(max_seq_len, SPLIT_TOKENS))
+    group = hq // hk
+    block_m = max(16, triton.next_power_of_2(group))
+    pm = torch.empty((n_seqs, hq, n_splits), dtype=torch.float32, device=q.device)
+    pl = torch.empty_like(pm)
+    pacc = torch.empty((n_seqs, hq, n_splits, d), dtype=torch.float32, device=q.device)
+    _attn_kernel[(n_splits, n_seqs, hk)](
+        q, out, pm, pl, pacc, kv_indptr, kv_indptr, kv_indices,
+        cache.k, cache.k_scale, cache.v, cache.v_scale,
+        float(sm_scale), int(sliding_window), float(logit_cap),
+        q.stride(0), q.stride(1), out.stride(0), out.stride(1),
+        cache.k.stride(0), cache.k.stride(1), cache.k_scale.stride(0),
+        pm.stride(0), pm.stride(1), pm.stride(2),
+        GROUP=group, HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=_block_n(d), SPLIT=SPLIT_TOKENS, DECODE=True,
+        HAS_WINDOW=sliding_window >= 0, HAS_CAP=logit_cap > 0, **_launch_opts(),
+    )
+    hpp = min(8, hq & -hq)  # a power of two dividing hq
+    _merge_kernel[(n_seqs, hq // hpp)](
+        pm, pl, pacc, out, n_splits, pm.stride(0), pm.stride(1), pm.stride(2), out.stride(0), out.stride(1),
+        HEADS_PER_PROG=hpp, HEAD_DIM=d, **{k: v for k, v in _launch_opts().items() if k != "EXACT"},
+    )
+    return out
+
+
+def qk_int_scores(q_int: torch.Tensor, k_int: torch.Tensor) -> torch.Tensor:
+    """Exact int64 scores q_int @ k_int.T of int16 rows through the attention kernels' int8 MMA path.
+
+    For tests of the exact-score claim: q_int [16, D], k_int [N, D] (N a power of two >= 16).
+    """
+    check_tensor("q_int", q_int, dtypes=(torch.int16,), ndim=2)
+    check_tensor("k_int", k_int, dtypes=(torch.int16,), ndim=2, device=q_int.device)
+    m, d = q_int.shape
+    n = k_int.shape[0]
+    if k_int.shape[1] != d or m != 16 or n < 16 or n & (n - 1):
+        raise ValueError(f"q_int must be [16, D] and k_int [N, D] with N a power of two >= 16; got "
+                         f"{tuple(q_int.shape)} and {tuple(k_int.shape)}")
+    out = torch.empty((m, n), dtype=torch.int64, device=q_int.device)
+    _qk_int_kernel[(1,)](q_int.contiguous(), k_int.contiguous(), out, HEAD_DIM=d, BLOCK_M=m, BLOCK_N=n)
+    return out

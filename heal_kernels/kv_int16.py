@@ -1,0 +1,167 @@
+"""INT16 K/V cache: per-token, per-head quantization, paged store, dequantization.
+
+A row r (one token of one head) is stored as int16 values q and one fp32 scale s:
+
+    s = max|r| / QMAX (1 for an all-zero row),  q = round_half_up(r / s) clamped to +-QMAX
+
+QMAX = 32639 = 127 * 256 + 127, so q = hi * 256 + lo splits into two int8 parts; the
+attention kernels multiply those on int8 tensor cores, exactly.  Relative step:
+1/32639 of the row's max (~2**-15), against BF16's 2**-8 of each value.
+Bytes per token and head: 2 D + 4 (head_dim 128: 260 vs BF16's 256, 1.6% more).
+Quantization is elementwise per row, so a token's cached bytes never depend on what
+else was in its batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from heal_kernels._runtime import FLOAT_DTYPES, check_shape, check_tensor, is_interpret
+
+QMAX = 32639
+HEAD_DIMS = (64, 128, 256)
+
+
+@triton.jit
+def _quantize_rows(x):
+    """x [R, D] fp32 -> (q [R, D] int32 in [-QMAX, QMAX], scale [R] fp32)."""
+    amax = tl.max(tl.abs(x), axis=1)
+    scale = tl.where(amax > 0.0, tl.div_rn(amax, 32639.0), 1.0)
+    q = tl.floor(tl.div_rn(x, scale[:, None]) + 0.5)
+    q = tl.minimum(tl.maximum(q, -32639.0), 32639.0)
+    return q.to(tl.int32), scale
+
+
+@triton.jit
+def _kv_store_kernel(
+    k_ptr, v_ptr, loc_ptr, kc_ptr, ks_ptr, vc_ptr, vs_ptr,
+    H, stride_kt, stride_kh, stride_vt, stride_vh,
+    stride_cs, stride_ch, stride_ss,
+    HEAD_DIM: tl.constexpr, BLOCK_H: tl.constexpr,
+):
+    t = tl.program_id(0).to(tl.int64)
+    slot = tl.load(loc_ptr + t).to(tl.int64)
+    h = tl.arange(0, BLOCK_H)
+    d = tl.arange(0, HEAD_DIM)
+    mask = (h < H)[:, None]
+    for which in tl.static_range(2):
+        if which == 0:
+            src = k_ptr + t * stride_kt + h[:, None] * stride_kh + d[None, :]
+            dst, sdst = kc_ptr, ks_ptr
+        else:
+            src = v_ptr + t * stride_vt + h[:, None] * stride_vh + d[None, :]
+            dst, sdst = vc_ptr, vs_ptr
+        x = tl.load(src, mask=mask, other=0.0).to(tl.float32)
+        q, scale = _quantize_rows(x)
+        tl.store(dst + slot * stride_cs + h[:, None] * stride_ch + d[None, :], q.to(tl.int16), mask=mask)
+        tl.store(sdst + slot * stride_ss + h, scale, mask=h < H)
+
+
+@dataclass(frozen=True)
+class Int16KV:
+    """One layer's paged K/V cache: int16 values [slots, H, D] and fp32 scales [slots, H]."""
+
+    k: torch.Tensor
+    k_scale: torch.Tensor
+    v: torch.Tensor
+    v_scale: torch.Tensor
+
+    @property
+    def num_slots(self) -> int:
+        return self.k.shape[0]
+
+    @property
+    def num_heads(self) -> int:
+        return self.k.shape[1]
+
+    @property
+    def head_dim(self) -> int:
+        return self.k.shape[2]
+
+
+def bytes_per_token(num_heads: int, head_dim: int) -> int:
+    """K and V bytes one token takes in an Int16KV cache (values and scales)."""
+    return 2 * num_heads * (2 * head_dim + 4)
+
+
+def new_int16_kv(num_slots: int, num_heads: int, head_dim: int, device) -> Int16KV:
+    if head_dim not in HEAD_DIMS:
+        raise ValueError(f"head_dim={head_dim} is not supported; expected one of {HEAD_DIMS}")
+    if num_slots <= 0 or num_heads <= 0:
+        raise ValueError(f"num_slots and num_heads must be positive, got {num_slots}, {num_heads}")
+    z16 = lambda: torch.zeros((num_slots, num_heads, head_dim), dtype=torch.int16, device=device)
+    one = lambda: torch.ones((num_slots, num_heads), dtype=torch.float32, device=device)
+    return Int16KV(z16(), one(), z16(), one())
+
+
+def check_cache(cache: Int16KV, name: str = "cache") -> None:
+    if not isinstance(cache, Int16KV):
+        raise ValueError(f"{name} must be an Int16KV, got {type(cache).__name__}")
+    check_tensor(f"{name}.k", cache.k, dtypes=(torch.int16,), ndim=3)
+    dev = cache.k.device
+    s, h, d = cache.k.shape
+    if d not in HEAD_DIMS:
+        raise ValueError(f"{name} has head_dim={d}; supported: {HEAD_DIMS}")
+    check_tensor(f"{name}.v", cache.v, dtypes=(torch.int16,), ndim=3, device=dev)
+    check_shape(f"{name}.v", cache.v, (s, h, d))
+    for nm, t in ((f"{name}.k_scale", cache.k_scale), (f"{name}.v_scale", cache.v_scale)):
+        check_tensor(nm, t, dtypes=(torch.float32,), ndim=2, device=dev)
+        check_shape(nm, t, (s, h))
+    for nm, t in ((f"{name}.k", cache.k), (f"{name}.v", cache.v)):
+        if t.stride(2) != 1 or t.stride(1) != d:
+            raise ValueError(f"{nm} must be contiguous in its head and dim axes, got strides {tuple(t.stride())}")
+    if cache.k.stride(0) != cache.v.stride(0) or cache.k_scale.stride(0) != cache.v_scale.stride(0):
+        raise ValueError(f"{name}.k and {name}.v (and their scales) must share strides")
+
+
+def _check_loc(loc: torch.Tensor, t: int, num_slots: int, device) -> None:
+    check_tensor("loc", loc, dtypes=(torch.int64, torch.int32), ndim=1, device=device)
+    if loc.shape[0] != t:
+        raise ValueError(f"loc has {loc.shape[0]} slots for {t} tokens")
+    capturing = loc.is_cuda and torch.cuda.is_current_stream_capturing()
+    if t > 0 and not capturing:  # one host sync; skipped inside CUDA-graph capture
+        lo, hi = int(loc.min()), int(loc.max())
+        if lo < 0 or hi >= num_slots:
+            raise ValueError(f"loc holds slot indices in [{lo}, {hi}], outside the cache's [0, {num_slots})")
+
+
+def store_kv(cache: Int16KV, loc: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    """Quantize k, v [T, H, D] (fp32/bf16/fp16) and write them to the cache at slots ``loc`` [T].
+
+    Every argument is checked before anything is written: a bad call leaves the cache as it was.
+    """
+    check_cache(cache)
+    dev = cache.k.device
+    _, h, d = cache.k.shape
+    for nm, x in (("k", k), ("v", v)):
+        check_tensor(nm, x, dtypes=FLOAT_DTYPES, ndim=3, device=dev)
+        if tuple(x.shape[1:]) != (h, d):
+            raise ValueError(f"{nm} has heads x head_dim {tuple(x.shape[1:])}; the cache holds {(h, d)}")
+    if k.shape[0] != v.shape[0]:
+        raise ValueError(f"k has {k.shape[0]} tokens but v has {v.shape[0]}")
+    _check_loc(loc, k.shape[0], cache.num_slots, dev)
+    if k.shape[0] == 0:
+        return
+    _kv_store_kernel[(k.shape[0],)](
+        k, v, loc, cache.k, cache.k_scale, cache.v, cache.v_scale,
+        h, k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+        cache.k.stride(0), cache.k.stride(1), cache.k_scale.stride(0),
+        HEAD_DIM=d, BLOCK_H=triton.next_power_of_2(h), num_warps=1 if is_interpret() else 4,
+    )
+
+
+def quantize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference quantization in torch (same arithmetic as the kernels): x [..., D] -> (int16, fp32 scale)."""
+    x = x.float()
+    amax = x.abs().amax(dim=-1)
+    scale = torch.where(amax > 0, amax / QMAX, torch.ones_like(amax))
+    q = torch.floor(x / scale[..., None] + 0.5).clamp(-QMAX, QMAX)
+    return q.to(torch.int16), scale
+
+
+def dequantize(q: torch.Tensor, scale: torch.Tensor, dtype=torch.float64) -> torch.Tensor:
+    return q.to(dtype) * scale.to(dtype)[..., None]

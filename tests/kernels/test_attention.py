@@ -1,0 +1,229 @@
+"""INT16 KV cache and HEAL paged attention: accuracy vs float64, exact scores, bitwise
+invariance across batch, chunking, decode vs extend and page placement, argument checks.
+
+CPU interpreter in CI (small shapes); larger ones on the GPU with `make test-gpu`.
+"""
+
+import pytest
+import torch
+
+from heal_kernels import kv_int16, reference
+from heal_kernels.attention import attention_decode, attention_extend, qk_int_scores
+from tests.conftest import ON_GPU
+from tests.helpers import poisoned
+
+# err vs float64 over the dequantized inputs <= C_FP32 * (FP32 attention's error on the same
+# inputs): the kernel's own arithmetic is at FP32's level.  Against the unquantized inputs
+# (int16 rounding included) HEAL must be >= BF16_FACTOR below BF16 attention.
+C_FP32 = 2.0
+BF16_FACTOR = 50.0
+NUM_SLOTS = 8192 if ON_GPU else 1024
+
+
+class Batch:
+    """Sequences with random K/V stored in a paged INT16 cache at shuffled slots."""
+
+    def __init__(self, lens, hq, hk, d, device, *, seed=0, outliers=False, cache=None, slots=None):
+        gen = torch.Generator().manual_seed(seed)
+        self.hq, self.hk, self.d, self.device = hq, hk, d, device
+        self.cache = cache or kv_int16.new_int16_kv(NUM_SLOTS, hk, d, device)
+        perm = torch.randperm(self.cache.num_slots, generator=gen)
+        perm = slots if slots is not None else perm
+        self.k, self.v, self.q, self.slots = [], [], [], []
+        off = 0
+        for n in lens:
+            k, v = torch.randn(n, hk, d, generator=gen), torch.randn(n, hk, d, generator=gen)
+            q = torch.randn(n, hq, d, generator=gen)
+            if outliers:  # a few channels 20x larger, as real K/V have
+                k[..., : d // 16] *= 20
+                v[..., d // 32: d // 16] *= 20
+            self.k.append(k.to(device))
+            self.v.append(v.to(device))
+            self.q.append(q.to(device))
+            self.slots.append(perm[off: off + n].to(device))
+            off += n
+        for k, v, s in zip(self.k, self.v, self.slots, strict=True):
+            kv_int16.store_kv(self.cache, s, k, v)
+        self.lens = list(lens)
+
+    def kv(self, seqs, upto):
+        """kv_indptr, kv_indices for sequences `seqs`, each cut to its first upto[i] positions."""
+        ind = [self.slots[s][:u] for s, u in zip(seqs, upto, strict=True)]
+        indptr = torch.tensor([0] + [len(i) for i in ind], device=self.device).cumsum(0)
+        return indptr, torch.cat(ind)
+
+    def extend(self, seqs, starts, ends, **kw):
+        """Tokens [starts[i], ends[i]) of each sequence as new tokens over their cached prefix."""
+        q = torch.cat([self.q[s][a:b] for s, a, b in zip(seqs, starts, ends, strict=True)])
+        qo = torch.tensor([0] + [b - a for a, b in zip(starts, ends, strict=True)], device=self.device).cumsum(0)
+        kvp, kvi = self.kv(seqs, ends)
+        return attention_extend(q, self.cache, qo, kvp, kvi, sm_scale=self.d**-0.5, **kw)
+
+    def decode(self, seqs, positions, **kw):
+        q = torch.stack([self.q[s][p] for s, p in zip(seqs, positions, strict=True)])
+        kvp, kvi = self.kv(seqs, [p + 1 for p in positions])
+        return attention_decode(q, self.cache, kvp, kvi, sm_scale=self.d**-0.5, **kw)
+
+    def refs(self, s, start, end, **kw):
+        """(float64 over dequantized, float32 over dequantized, float64 unquantized, bf16) for one sequence."""
+        pos = torch.arange(start, end, device=self.device)
+        qq, kk, vv = self.q[s][start:end], self.k[s][:end], self.v[s][:end]
+        deq = [kv_int16.dequantize(*kv_int16.quantize(x)) for x in (qq, kk, vv)]
+        args = dict(sm_scale=self.d**-0.5, **kw)
+        return (reference.attention_ref(*deq, pos, **args),
+                reference.attention_ref(*deq, pos, dtype=torch.float32, **args),
+                reference.attention_ref(qq, kk, vv, pos, **args),
+                reference.attention_ref(qq, kk, vv, pos, dtype=torch.bfloat16, **args))
+
+
+ACC_CASES = [
+    # (head_dim, hq, hk, window, cap, outliers)
+    (64, 4, 2, -1, 0.0, False),
+    (128, 8, 2, -1, 0.0, True),
+    (128, 4, 4, 37, 0.0, False),
+    (64, 6, 2, -1, 30.0, True),
+    (256, 2, 1, -1, 0.0, False),
+]
+
+
+@pytest.mark.parametrize("d,hq,hk,window,cap,outliers", ACC_CASES,
+                         ids=[f"D{c[0]}-H{c[1]}/{c[2]}-W{c[3]}-cap{c[4]:g}-out{int(c[5])}" for c in ACC_CASES])
+def test_extend_accuracy(device, d, hq, hk, window, cap, outliers):
+    lens = [300, 530] if ON_GPU else [70, 45]
+    b = Batch(lens, hq, hk, d, device, seed=d + hq, outliers=outliers)
+    starts = [n // 3 for n in lens]
+    t = sum(n - s for n, s in zip(lens, starts, strict=True))
+    out = b.extend([0, 1], starts, lens, sliding_window=window, logit_cap=cap, out=poisoned((t, hq, d), device))
+    row = 0
+    for s, (n, a) in enumerate(zip(lens, starts, strict=True)):
+        o = out[row: row + n - a]
+        row += n - a
+        ref_deq, f32_deq, ref, bf16 = b.refs(s, a, n, sliding_window=window, logit_cap=cap)
+        err_deq, err32 = reference.rel_err(o, ref_deq), reference.rel_err(f32_deq, ref_deq)
+        assert err_deq <= C_FP32 * err32, f"kernel arithmetic {err_deq:.3e} vs fp32 attention {err32:.3e}"
+        err, err16 = reference.rel_err(o, ref), reference.rel_err(bf16, ref)
+        assert err * BF16_FACTOR <= err16, f"total {err:.3e} vs bf16 attention {err16:.3e}"
+
+
+def test_decode_equals_extend_bitwise(device):
+    lens = [700, 1500, 33] if ON_GPU else [40, 300, 9]
+    b = Batch(lens, 8, 2, 64, device, seed=3)
+    full = b.extend([0, 1, 2], [0, 0, 0], lens)
+    row = 0
+    for s, n in enumerate(lens):
+        for p in sorted({0, n // 2, n - 1}):
+            dec = b.decode([s], [p], out=poisoned((1, 8, 64), device))
+            assert torch.equal(dec[0], full[row + p]), f"seq {s} pos {p}"
+        row += n
+    # several sequences decoding together, with a larger max_seq_len (more, empty, splits)
+    dec = b.decode([0, 1, 2], [n - 1 for n in lens], max_seq_len=max(lens) + 600)
+    ends = torch.tensor(lens).cumsum(0) - 1
+    assert torch.equal(dec, full[ends.to(device)])
+
+
+@pytest.mark.parametrize("window,cap", [(-1, 0.0), (50, 0.0), (-1, 20.0)], ids=["plain", "window", "cap"])
+def test_batch_invariance(device, window, cap):
+    """The same sequence alone and among 1..N others (different lengths): same bits."""
+    n_others = [1, 5, 63] if ON_GPU else [1, 3]
+    lens = [257] + [int(x) for x in torch.randint(1, 300 if ON_GPU else 80, (max(n_others),))]
+    b = Batch(lens, 4, 2, 64, device, seed=5)
+    kw = dict(sliding_window=window, logit_cap=cap)
+    alone = b.extend([0], [100], [lens[0]], **kw)
+    alone_dec = b.decode([0], [lens[0] - 1], **kw)
+    for k in n_others:
+        seqs = list(range(1, k + 1)) + [0]  # ours last: its rows sit behind everyone else's
+        starts = [n // 2 for n in lens[1: k + 1]] + [100]
+        ends = lens[1: k + 1] + [lens[0]]
+        out = b.extend(seqs, starts, ends, **kw)
+        assert torch.equal(out[-(lens[0] - 100):], alone), f"extend among {k} others"
+        dec = b.decode(seqs, [e - 1 for e in ends], **kw)
+        assert torch.equal(dec[-1], alone_dec[0]), f"decode among {k} others"
+
+
+def test_chunked_prefill_equals_one_chunk(device):
+    n = 1100 if ON_GPU else 150
+    b = Batch([n], 8, 2, 64, device, seed=7)
+    whole = b.extend([0], [0], [n])
+    for chunk in (1, 7, 64, 512) if ON_GPU else (7, 64):
+        parts = [b.extend([0], [a], [min(a + chunk, n)]) for a in range(0, n, chunk)]
+        assert torch.equal(torch.cat(parts), whole), f"chunks of {chunk}"
+
+
+def test_page_placement_does_not_matter(device):
+    lens = [600, 90] if ON_GPU else [90, 20]
+    a = Batch(lens, 4, 2, 128, device, seed=9)
+    perm = torch.randperm(NUM_SLOTS, generator=torch.Generator().manual_seed(123))
+    c = Batch(lens, 4, 2, 128, device, seed=9, slots=perm)
+    assert not torch.equal(a.slots[0], c.slots[0])
+    assert torch.equal(a.extend([0, 1], [0, 0], lens), c.extend([0, 1], [0, 0], lens))
+    assert torch.equal(a.decode([0, 1], [n - 1 for n in lens]), c.decode([0, 1], [n - 1 for n in lens]))
+
+
+@pytest.mark.parametrize("d", [64, 128, 256])
+def test_scores_are_exact_integers(device, d):
+    gen = torch.Generator().manual_seed(d)
+    q = torch.randint(-kv_int16.QMAX, kv_int16.QMAX + 1, (16, d), generator=gen, dtype=torch.int32)
+    k = torch.randint(-kv_int16.QMAX, kv_int16.QMAX + 1, (64, d), generator=gen, dtype=torch.int32)
+    q[0] = kv_int16.QMAX
+    k[0] = kv_int16.QMAX  # the largest possible score
+    k[1] = -kv_int16.QMAX
+    q16, k16 = q.to(torch.int16).to(device), k.to(torch.int16).to(device)
+    assert torch.equal(qk_int_scores(q16, k16).cpu(), q.long() @ k.long().T)
+
+
+def test_store_kv_matches_reference_quantization(device):
+    gen = torch.Generator().manual_seed(1)
+    cache = kv_int16.new_int16_kv(64, 3, 128, device)
+    k = (torch.randn(10, 3, 128, generator=gen) * 5).to(device)
+    v = torch.randn(10, 3, 128, generator=gen).bfloat16().to(device)
+    k[2] = 0
+    loc = torch.randperm(64, generator=gen)[:10].to(device)
+    kv_int16.store_kv(cache, loc, k, v)
+    kq, ks = kv_int16.quantize(k)
+    vq, vs = kv_int16.quantize(v)
+    assert torch.equal(cache.k[loc], kq) and torch.equal(cache.k_scale[loc], ks)
+    assert torch.equal(cache.v[loc], vq) and torch.equal(cache.v_scale[loc], vs)
+    rel = (kv_int16.dequantize(kq, ks) - k.double()).abs().amax(-1) / k.double().abs().amax(-1).clamp_min(1e-30)
+    # half a step, plus the fp32 rounding of x / scale before rounding to an integer
+    # (up to 2**-24 * QMAX ~ 0.002 of a step)
+    assert rel.max() <= 0.502 / kv_int16.QMAX
+    bf16_bytes = 2 * 8 * 128 * 2
+    assert kv_int16.bytes_per_token(8, 128) <= 1.02 * bf16_bytes
+
+
+def test_bad_arguments_raise_and_write_nothing(device):
+    cache = kv_int16.new_int16_kv(32, 2, 64, device)
+    before = [t.clone() for t in (cache.k, cache.k_scale, cache.v, cache.v_scale)]
+    k = torch.randn(4, 2, 64, device=device)
+    loc = torch.arange(4, device=device)
+    cases = [
+        (lambda: kv_int16.store_kv(cache, torch.tensor([0, 1, 2, 32], device=device), k, k), "loc"),
+        (lambda: kv_int16.store_kv(cache, torch.tensor([0, -1, 2, 3], device=device), k, k), "loc"),
+        (lambda: kv_int16.store_kv(cache, loc[:3], k, k), "loc"),
+        (lambda: kv_int16.store_kv(cache, loc, k.double(), k), "k"),
+        (lambda: kv_int16.store_kv(cache, loc, k, torch.randn(4, 3, 64, device=device)), "v"),
+        (lambda: kv_int16.store_kv(cache, loc.float(), k, k), "loc"),
+        (lambda: kv_int16.new_int16_kv(8, 2, 96, device), "head_dim"),
+    ]
+    kvp = torch.tensor([0, 4], device=device)
+    qo = torch.tensor([0, 4], device=device)
+    q = torch.randn(4, 4, 64, device=device)
+    cases += [
+        (lambda: attention_extend(torch.randn(4, 3, 64, device=device), cache, qo, kvp, loc, sm_scale=0.1), "heads"),
+        (lambda: attention_extend(torch.randn(4, 4, 128, device=device), cache, qo, kvp, loc, sm_scale=0.1),
+         "head_dim"),
+        (lambda: attention_extend(q.to(torch.int32), cache, qo, kvp, loc, sm_scale=0.1), "q"),
+        (lambda: attention_extend(q, cache, qo, kvp[:1], loc, sm_scale=0.1), "kv_indptr"),
+        (lambda: attention_extend(q, cache, qo, kvp, loc.float(), sm_scale=0.1), "kv_indices"),
+        (lambda: attention_extend(q, cache, qo, kvp, loc, sm_scale=-1.0), "sm_scale"),
+        (lambda: attention_extend(q, cache, qo, kvp, loc, sm_scale=0.1, sliding_window=-5), "sliding_window"),
+        (lambda: attention_decode(q[:1], cache, kvp, loc, sm_scale=0.1, logit_cap=-1.0), "logit_cap"),
+        (lambda: attention_decode(q, cache, kvp, loc, sm_scale=0.1), "kv_indptr"),
+        (lambda: qk_int_scores(torch.zeros(8, 64, dtype=torch.int16), torch.zeros(16, 64, dtype=torch.int16)),
+         "q_int"),
+    ]
+    for call, name in cases:
+        with pytest.raises(ValueError, match=name):
+            call()
+    for a, b in zip(before, (cache.k, cache.k_scale, cache.v, cache.v_scale), strict=True):
+        assert torch.equal(a, b), "a rejected call wrote to the cache"
