@@ -158,7 +158,8 @@ def quantize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Reference quantization in torch (same arithmetic as the kernels): x [..., D] -> (int16, fp32 scale)."""
     x = x.float()
     amax = x.abs().amax(dim=-1)
-    scale = torch.where(amax > 0, amax / QMAX, torch.ones_like(amax))
+    # tensor / tensor: on CUDA, torch divides by a Python scalar through its reciprocal
+    scale = torch.where(amax > 0, amax / torch.full_like(amax, QMAX), torch.ones_like(amax))
     q = torch.floor(x / scale[..., None] + 0.5).clamp(-QMAX, QMAX)
     return q.to(torch.int16), scale
 

@@ -1,0 +1,67 @@
+"""GPU probe: decode/extend attention time by launch options (warps, stages, fp fusion).
+
+    python -m bench.kernels.probe_attention
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+import triton.testing
+
+from bench.shapes import LLAMA3_8B_HEADS
+from bench.timing import capture
+from heal_kernels import attention, kv_int16
+
+HQ, HK, D = LLAMA3_8B_HEADS
+
+
+def us(fn, reps=5):
+    g = capture(fn, reps)
+    return triton.testing.do_bench(g.replay, warmup=10, rep=100, return_mode="median") * 1e3 / reps
+
+
+def main():
+    torch.manual_seed(0)
+    bs, ctx = 16, 8192
+    slots = bs * ctx
+    cache = kv_int16.new_int16_kv(slots, HK, D, "cuda")
+    kv_int16.store_kv(cache, torch.arange(slots, device="cuda"), torch.randn(slots, HK, D, device="cuda"),
+                      torch.randn(slots, HK, D, device="cuda"))
+    kvp = torch.arange(0, slots + 1, ctx, device="cuda", dtype=torch.int32)
+    kvi = torch.randperm(slots, device="cuda")
+    q = torch.randn(bs, HQ, D, device="cuda")
+    ref = None
+    print(f"decode B{bs} ctx{ctx}: KV bytes {slots * kv_int16.bytes_per_token(HK, D) / 1e6:.0f} MB")
+    for nw, ns in itertools.product((1, 2, 4, 8), (1, 2, 3)):
+        attention.LAUNCH["decode"] = {"num_warps": nw, "num_stages": ns}
+        try:
+            out = attention.attention_decode(q, cache, kvp, kvi, sm_scale=D**-0.5, max_seq_len=ctx)
+            t = us(lambda: attention.attention_decode(q, cache, kvp, kvi, sm_scale=D**-0.5, max_seq_len=ctx))
+        except Exception as e:  # noqa: BLE001
+            print(f"  w{nw} s{ns}: {str(e)[:60]}")
+            continue
+        ref = out if ref is None else ref
+        gbs = slots * kv_int16.bytes_per_token(HK, D) / (t * 1e-6) / 1e9
+        print(f"  w{nw} s{ns}: {t:.1f} us  {gbs:.0f} GB/s  same bits {torch.equal(out, ref)}", flush=True)
+    attention.LAUNCH["decode"] = {"num_warps": 4, "num_stages": 2}
+    t = 4096
+    cache = kv_int16.new_int16_kv(t, HK, D, "cuda")
+    kv_int16.store_kv(cache, torch.arange(t, device="cuda"), torch.randn(t, HK, D, device="cuda"),
+                      torch.randn(t, HK, D, device="cuda"))
+    qx = torch.randn(t, HQ, D, device="cuda")
+    qo = torch.tensor([0, t], device="cuda", dtype=torch.int32)
+    loc = torch.arange(t, device="cuda")
+    for nw, ns in itertools.product((4, 8), (1, 2, 3)):
+        attention.LAUNCH["extend"] = {"num_warps": nw, "num_stages": ns}
+        try:
+            tt = us(lambda: attention.attention_extend(qx, cache, qo, qo, loc, sm_scale=D**-0.5, max_extend_len=t), 2)
+        except Exception as e:  # noqa: BLE001
+            print(f"  extend w{nw} s{ns}: {str(e)[:60]}")
+            continue
+        print(f"  extend 4k w{nw} s{ns}: {tt:.1f} us", flush=True)
+
+
+if __name__ == "__main__":
+    main()
