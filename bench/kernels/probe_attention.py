@@ -1,11 +1,12 @@
 """GPU probe: decode/extend attention time by launch options (warps, stages, fp fusion).
 
-    python -m bench.kernels.probe_attention
+    python -m bench.kernels.probe_attention [--accuracy]
 """
 
 from __future__ import annotations
 
 import itertools
+import sys
 
 import torch
 import triton.testing
@@ -33,7 +34,42 @@ def us(fn, reps=5):
     return triton.testing.do_bench(g.replay, warmup=10, rep=100, return_mode="median") * 1e3 / reps
 
 
+def accuracy():
+    """Errors vs float64 (dequantized and unquantized inputs) next to FP32 and BF16 attention."""
+    from heal_kernels import reference
+
+    print("accuracy, one sequence of 2048 tokens, last 512 as new tokens, relative Frobenius error")
+    for d, outliers in ((64, False), (128, False), (128, True), (256, False)):
+        gen = torch.Generator().manual_seed(d)
+        n, new, hq, hk = 2048, 512, 8, 2
+        q, k, v = (torch.randn(n, h, d, generator=gen) for h in (hq, hk, hk))
+        if outliers:
+            k[..., : d // 16] *= 20
+            v[..., d // 32: d // 16] *= 20
+        q, k, v = q.cuda(), k.cuda(), v.cuda()
+        cache = kv_int16.new_int16_kv(n, hk, d, "cuda")
+        loc = torch.randperm(n, device="cuda")
+        kv_int16.store_kv(cache, loc, k, v)
+        qo = torch.tensor([0, new], device="cuda")
+        kvp = torch.tensor([0, n], device="cuda")
+        out = attention.attention_extend(q[n - new:], cache, qo, kvp, loc, sm_scale=d**-0.5)
+        pos = torch.arange(n - new, n, device="cuda")
+        deq = [kv_int16.dequantize(*kv_int16.quantize(x)) for x in (q[n - new:], k, v)]
+        r64 = reference.attention_ref(*deq, pos, sm_scale=d**-0.5)
+        r32 = reference.attention_ref(*deq, pos, sm_scale=d**-0.5, dtype=torch.float32)
+        t64 = reference.attention_ref(q[n - new:], k, v, pos, sm_scale=d**-0.5)
+        b16 = reference.attention_ref(q[n - new:], k, v, pos, sm_scale=d**-0.5, dtype=torch.bfloat16)
+        t32 = reference.attention_ref(q[n - new:], k, v, pos, sm_scale=d**-0.5, dtype=torch.float32)
+        e = [reference.rel_err(out, r64), reference.rel_err(r32, r64), reference.rel_err(out, t64),
+             reference.rel_err(t32, t64), reference.rel_err(b16, t64)]
+        print(f"  D{d} outliers={outliers}: vs dequantized: heal {e[0]:.2e} fp32 {e[1]:.2e} | vs unquantized: "
+              f"heal {e[2]:.2e} fp32 {e[3]:.2e} bf16 {e[4]:.2e} (bf16/heal {e[4] / e[2]:.0f}x)", flush=True)
+
+
 def main():
+    if "--accuracy" in sys.argv:
+        accuracy()
+        return
     torch.manual_seed(0)
     bs, ctx = 16, 8192
     slots = bs * ctx
