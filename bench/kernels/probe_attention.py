@@ -66,9 +66,40 @@ def accuracy():
               f"heal {e[2]:.2e} fp32 {e[3]:.2e} bf16 {e[4]:.2e} (bf16/heal {e[4] / e[2]:.0f}x)", flush=True)
 
 
+def block_sweep():
+    """Decode and extend time by KV block size (a numerics choice: both paths must use the same)."""
+    torch.manual_seed(0)
+    bs, ctx = 16, 8192
+    slots = bs * ctx
+    cache = kv_int16.new_int16_kv(slots, HK, D, "cuda")
+    kv_int16.store_kv(cache, torch.arange(slots, device="cuda"), torch.randn(slots, HK, D, device="cuda"),
+                      torch.randn(slots, HK, D, device="cuda"))
+    kvp = torch.arange(0, slots + 1, ctx, device="cuda", dtype=torch.int32)
+    kvi = torch.randperm(slots, device="cuda")
+    q = torch.randn(bs, HQ, D, device="cuda")
+    t = 4096
+    qx = torch.randn(t, HQ, D, device="cuda")
+    qo = torch.tensor([0, t], device="cuda", dtype=torch.int32)
+    loc = torch.arange(t, device="cuda")
+    for bn in (64, 32, 16):
+        attention._block_n = lambda d, bn=bn: bn
+        for nw in (1, 2, 4):
+            attention.LAUNCH["decode"] = {"num_warps": nw, "num_stages": 1}
+            tt = us(lambda: attention.attention_decode(q, cache, kvp, kvi, sm_scale=D**-0.5, max_seq_len=ctx))
+            gbs = slots * kv_int16.bytes_per_token(HK, D) / (tt * 1e-6) / 1e9
+            print(f"  BN{bn} decode B{bs} ctx{ctx} w{nw}: {tt:.1f} us {gbs:.0f} GB/s {_resources()}", flush=True)
+        for nw in (4, 8):
+            attention.LAUNCH["extend"] = {"num_warps": nw, "num_stages": 1}
+            tt = us(lambda: attention.attention_extend(qx, cache, qo, qo, loc, sm_scale=D**-0.5, max_extend_len=t), 2)
+            print(f"  BN{bn} extend 4k w{nw}: {tt:.1f} us {_resources()}", flush=True)
+
+
 def main():
     if "--accuracy" in sys.argv:
         accuracy()
+        return
+    if "--blocks" in sys.argv:
+        block_sweep()
         return
     torch.manual_seed(0)
     bs, ctx = 16, 8192
