@@ -47,6 +47,10 @@ LAUNCH = {
 }
 
 
+# Rows (token x q head of one kv group) per extend program; not part of the numerics.
+EXTEND_ROWS = 64
+
+
 def _launch_opts(path: str) -> dict:
     if is_interpret():
         return {"EXACT": True} if path != "merge" else {}
@@ -107,7 +111,7 @@ def attention_extend(
     if max_extend_len is None:
         max_extend_len = int((qo_indptr[1:] - qo_indptr[:-1]).max())
     group = hq // hk
-    block_m = max(64, triton.next_power_of_2(group))
+    block_m = max(EXTEND_ROWS, triton.next_power_of_2(group))
     tokens = block_m // group
     grid = (triton.cdiv(max_extend_len, tokens), n_seqs, hk)
     _attn_kernel[grid](

@@ -94,7 +94,34 @@ def block_sweep():
             print(f"  BN{bn} extend 4k w{nw}: {tt:.1f} us {_resources()}", flush=True)
 
 
+def extend_rows():
+    """Extend (4k prefill) time by rows per program and warps."""
+    t = 4096
+    cache = kv_int16.new_int16_kv(t, HK, D, "cuda")
+    kv_int16.store_kv(cache, torch.arange(t, device="cuda"), torch.randn(t, HK, D, device="cuda"),
+                      torch.randn(t, HK, D, device="cuda"))
+    qx = torch.randn(t, HQ, D, device="cuda")
+    qo = torch.tensor([0, t], device="cuda", dtype=torch.int32)
+    loc = torch.arange(t, device="cuda")
+    ref = None
+    for rows, nw, ns in itertools.product((32, 64, 128), (2, 4, 8), (1, 2)):
+        attention.EXTEND_ROWS = rows
+        attention.LAUNCH["extend"] = {"num_warps": nw, "num_stages": ns}
+        try:
+            out = attention.attention_extend(qx, cache, qo, qo, loc, sm_scale=D**-0.5, max_extend_len=t)
+            tt = us(lambda: attention.attention_extend(qx, cache, qo, qo, loc, sm_scale=D**-0.5, max_extend_len=t), 2)
+        except Exception as e:  # noqa: BLE001
+            print(f"  rows{rows} w{nw} s{ns}: {str(e)[:60]}")
+            continue
+        ref = out if ref is None else ref
+        print(f"  extend 4k rows{rows} w{nw} s{ns}: {tt:.1f} us same bits {torch.equal(out, ref)} {_resources()}",
+              flush=True)
+
+
 def main():
+    if "--extend-rows" in sys.argv:
+        extend_rows()
+        return
     if "--accuracy" in sys.argv:
         accuracy()
         return
