@@ -30,7 +30,8 @@ def _split_tile(x):
     """x [R, BLOCK_K] fp32 -> (hi fp16, lo fp16, 2**-shift fp32 [R]) with x == (hi + lo) * 2**-shift.
 
     The max is exact and every step elementwise, so a tile's parts depend on that
-    tile of that row alone, and the split kernel and the fused GEMM get the same bits.
+    tile of that row alone, in whichever kernel and program they are computed (the
+    attention kernels split P this way too).
     """
     m = tl.max(tl.abs(x), axis=1)
     exp = ((m.to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127  # floor(log2 m); -127 for 0 / subnormal

@@ -1,6 +1,6 @@
-"""GPU probe: decode/extend attention time by launch options (warps, stages, fp fusion).
+"""GPU probe of HEAL attention: time by launch options (warps, stages, rows) and KV block size; accuracy.
 
-    python -m bench.kernels.probe_attention [--accuracy]
+    python -m bench.kernels.probe_attention [--accuracy | --blocks | --extend-rows]
 """
 
 from __future__ import annotations
@@ -66,10 +66,9 @@ def accuracy():
               f"heal {e[2]:.2e} fp32 {e[3]:.2e} bf16 {e[4]:.2e} (bf16/heal {e[4] / e[2]:.0f}x)", flush=True)
 
 
-def block_sweep():
-    """Decode and extend time by KV block size (a numerics choice: both paths must use the same)."""
+def decode_case(bs=16, ctx=8192):
+    """A decode call over bs sequences of ctx tokens at scattered slots; returns (call, KV bytes)."""
     torch.manual_seed(0)
-    bs, ctx = 16, 8192
     slots = bs * ctx
     cache = kv_int16.new_int16_kv(slots, HK, D, "cuda")
     kv_int16.store_kv(cache, torch.arange(slots, device="cuda"), torch.randn(slots, HK, D, device="cuda"),
@@ -77,96 +76,79 @@ def block_sweep():
     kvp = torch.arange(0, slots + 1, ctx, device="cuda", dtype=torch.int32)
     kvi = torch.randperm(slots, device="cuda")
     q = torch.randn(bs, HQ, D, device="cuda")
-    t = 4096
-    qx = torch.randn(t, HQ, D, device="cuda")
-    qo = torch.tensor([0, t], device="cuda", dtype=torch.int32)
-    loc = torch.arange(t, device="cuda")
-    for bn in (64, 32, 16):
-        attention._block_n = lambda d, bn=bn: bn
-        for nw in (1, 2, 4):
-            attention.LAUNCH["decode"] = {"num_warps": nw, "num_stages": 1}
-            tt = us(lambda: attention.attention_decode(q, cache, kvp, kvi, sm_scale=D**-0.5, max_seq_len=ctx))
-            gbs = slots * kv_int16.bytes_per_token(HK, D) / (tt * 1e-6) / 1e9
-            print(f"  BN{bn} decode B{bs} ctx{ctx} w{nw}: {tt:.1f} us {gbs:.0f} GB/s {_resources()}", flush=True)
-        for nw in (4, 8):
-            attention.LAUNCH["extend"] = {"num_warps": nw, "num_stages": 1}
-            tt = us(lambda: attention.attention_extend(qx, cache, qo, qo, loc, sm_scale=D**-0.5, max_extend_len=t), 2)
-            print(f"  BN{bn} extend 4k w{nw}: {tt:.1f} us {_resources()}", flush=True)
+    call = lambda: attention.attention_decode(q, cache, kvp, kvi, sm_scale=D**-0.5, max_seq_len=ctx)
+    return call, slots * kv_int16.bytes_per_token(HK, D)
 
 
-def extend_rows():
-    """Extend (4k prefill) time by rows per program and warps."""
-    t = 4096
+def extend_case(t=4096):
+    """A t-token prefill with no cached prefix; returns the call."""
+    torch.manual_seed(0)
     cache = kv_int16.new_int16_kv(t, HK, D, "cuda")
     kv_int16.store_kv(cache, torch.arange(t, device="cuda"), torch.randn(t, HK, D, device="cuda"),
                       torch.randn(t, HK, D, device="cuda"))
     qx = torch.randn(t, HQ, D, device="cuda")
     qo = torch.tensor([0, t], device="cuda", dtype=torch.int32)
     loc = torch.arange(t, device="cuda")
+    return lambda: attention.attention_extend(qx, cache, qo, qo, loc, sm_scale=D**-0.5, max_extend_len=t)
+
+
+def _sweep(label, call, settings, apply, reps=5, nbytes=0):
+    """Time `call` under each setting (apply(setting) patches the launcher); check the bits never move."""
     ref = None
-    for rows, nw, ns in itertools.product((32, 64, 128), (2, 4, 8), (1, 2)):
-        attention.EXTEND_ROWS = rows
-        attention.LAUNCH["extend"] = {"num_warps": nw, "num_stages": ns}
+    for setting in settings:
+        apply(setting)
         try:
-            out = attention.attention_extend(qx, cache, qo, qo, loc, sm_scale=D**-0.5, max_extend_len=t)
-            tt = us(lambda: attention.attention_extend(qx, cache, qo, qo, loc, sm_scale=D**-0.5, max_extend_len=t), 2)
-        except Exception as e:  # noqa: BLE001
-            print(f"  rows{rows} w{nw} s{ns}: {str(e)[:60]}")
+            out = call()
+            t = us(call, reps)
+        except Exception as e:  # noqa: BLE001 - an out-of-resources setting is reported and skipped
+            print(f"  {label} {setting}: {str(e)[:60]}")
             continue
         ref = out if ref is None else ref
-        print(f"  extend 4k rows{rows} w{nw} s{ns}: {tt:.1f} us same bits {torch.equal(out, ref)} {_resources()}",
-              flush=True)
+        bw = f" {nbytes / (t * 1e-6) / 1e9:.0f} GB/s" if nbytes else ""
+        print(f"  {label} {setting}: {t:.1f} us{bw} same bits {torch.equal(out, ref)} {_resources()}", flush=True)
+
+
+def block_sweep():
+    """Decode and extend time by KV block size (a numerics choice: both paths must use the same)."""
+    dec, nbytes = decode_case()
+    ext = extend_case()
+    for bn in (64, 32, 16):
+        attention._block_n = lambda d, bn=bn: bn
+        _sweep(f"BN{bn} decode", dec, [(nw, 1) for nw in (1, 2, 4)],
+               lambda st: attention.LAUNCH.update(decode={"num_warps": st[0], "num_stages": st[1]}), nbytes=nbytes)
+        _sweep(f"BN{bn} extend", ext, [(nw, 1) for nw in (4, 8)],
+               lambda st: attention.LAUNCH.update(extend={"num_warps": st[0], "num_stages": st[1]}), reps=2)
+
+
+def extend_rows():
+    """Extend (4k prefill) time by rows per program, warps and stages (not numerics: same bits)."""
+
+    def apply(st):
+        attention.EXTEND_ROWS = st[0]
+        attention.LAUNCH["extend"] = {"num_warps": st[1], "num_stages": st[2]}
+
+    _sweep("extend 4k rows/warps/stages", extend_case(), itertools.product((32, 64, 128), (2, 4, 8), (1, 2)),
+           apply, reps=2)
+
+
+def launch_sweep():
+    """Decode and extend time by warps and stages."""
+    dec, nbytes = decode_case()
+    _sweep("decode B16 ctx8192 warps/stages", dec, itertools.product((1, 2, 4, 8), (1, 2, 3)),
+           lambda st: attention.LAUNCH.update(decode={"num_warps": st[0], "num_stages": st[1]}), nbytes=nbytes)
+    _sweep("extend 4k warps/stages", extend_case(), itertools.product((4, 8), (1, 2, 3)),
+           lambda st: attention.LAUNCH.update(extend={"num_warps": st[0], "num_stages": st[1]}), reps=2)
 
 
 def main():
     if "--extend-rows" in sys.argv:
         extend_rows()
-        return
-    if "--accuracy" in sys.argv:
+    elif "--accuracy" in sys.argv:
         accuracy()
-        return
-    if "--blocks" in sys.argv:
+    elif "--blocks" in sys.argv:
         block_sweep()
-        return
-    torch.manual_seed(0)
-    bs, ctx = 16, 8192
-    slots = bs * ctx
-    cache = kv_int16.new_int16_kv(slots, HK, D, "cuda")
-    kv_int16.store_kv(cache, torch.arange(slots, device="cuda"), torch.randn(slots, HK, D, device="cuda"),
-                      torch.randn(slots, HK, D, device="cuda"))
-    kvp = torch.arange(0, slots + 1, ctx, device="cuda", dtype=torch.int32)
-    kvi = torch.randperm(slots, device="cuda")
-    q = torch.randn(bs, HQ, D, device="cuda")
-    ref = None
-    print(f"decode B{bs} ctx{ctx}: KV bytes {slots * kv_int16.bytes_per_token(HK, D) / 1e6:.0f} MB")
-    for nw, ns in itertools.product((1, 2, 4), (1, 2)):
-        attention.LAUNCH["decode"] = {"num_warps": nw, "num_stages": ns}
-        try:
-            out = attention.attention_decode(q, cache, kvp, kvi, sm_scale=D**-0.5, max_seq_len=ctx)
-            t = us(lambda: attention.attention_decode(q, cache, kvp, kvi, sm_scale=D**-0.5, max_seq_len=ctx))
-        except Exception as e:  # noqa: BLE001
-            print(f"  w{nw} s{ns}: {str(e)[:60]}")
-            continue
-        ref = out if ref is None else ref
-        gbs = slots * kv_int16.bytes_per_token(HK, D) / (t * 1e-6) / 1e9
-        print(f"  w{nw} s{ns}: {t:.1f} us  {gbs:.0f} GB/s  same bits {torch.equal(out, ref)}  {_resources()}",
-              flush=True)
-    attention.LAUNCH["decode"] = {"num_warps": 4, "num_stages": 2}
-    t = 4096
-    cache = kv_int16.new_int16_kv(t, HK, D, "cuda")
-    kv_int16.store_kv(cache, torch.arange(t, device="cuda"), torch.randn(t, HK, D, device="cuda"),
-                      torch.randn(t, HK, D, device="cuda"))
-    qx = torch.randn(t, HQ, D, device="cuda")
-    qo = torch.tensor([0, t], device="cuda", dtype=torch.int32)
-    loc = torch.arange(t, device="cuda")
-    for nw, ns in itertools.product((4, 8), (1, 2)):
-        attention.LAUNCH["extend"] = {"num_warps": nw, "num_stages": ns}
-        try:
-            tt = us(lambda: attention.attention_extend(qx, cache, qo, qo, loc, sm_scale=D**-0.5, max_extend_len=t), 2)
-        except Exception as e:  # noqa: BLE001
-            print(f"  extend w{nw} s{ns}: {str(e)[:60]}")
-            continue
-        print(f"  extend 4k w{nw} s{ns}: {tt:.1f} us", flush=True)
+    else:
+        launch_sweep()
 
 
 if __name__ == "__main__":
