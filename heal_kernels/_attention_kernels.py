@@ -27,7 +27,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from heal_kernels._matmul_kernels import _split_tile
+from heal_kernels._matmul_kernels import _dot2, _split_tile
 from heal_kernels.kv_int16 import _quantize_rows
 
 LOG2E = tl.constexpr(1.4426950408889634)
@@ -48,21 +48,6 @@ def _qk_int(qh, ql, kh_t, kl_t):
     mix = tl.dot(ql, kh_t, tl.dot(qh, kl_t, out_dtype=tl.int32), out_dtype=tl.int32)
     ll = tl.dot(ql, kl_t, out_dtype=tl.int32)
     return hh.to(tl.int64) * 65536 + mix.to(tl.int64) * 256 + ll.to(tl.int64)
-
-
-@triton.jit
-def _dot2(a_hi, a_lo, b, EXACT: tl.constexpr):
-    """a_hi . b + a_lo . b as one fp32 MMA chain.
-
-    EXACT (the CPU interpreter only): in float64, so the sum does not depend on the
-    row's place in the tile as numpy's float32 matmul does; on the GPU each element
-    of an MMA is computed the same way wherever its row sits.
-    """
-    if EXACT:
-        b64 = b.to(tl.float64)
-        lo = tl.dot(a_lo.to(tl.float64), b64, out_dtype=tl.float64)
-        return tl.dot(a_hi.to(tl.float64), b64, lo, out_dtype=tl.float64).to(tl.float32)
-    return tl.dot(a_hi, b, tl.dot(a_lo, b))
 
 
 @triton.jit

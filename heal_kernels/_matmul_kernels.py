@@ -63,14 +63,29 @@ def _split_kernel(
 
 
 @triton.jit
-def _tile_product(hi_ptrs, lo_ptrs, b_ptrs, mask_a, mask_b, W_BF16: tl.constexpr):
+def _dot2(a_hi, a_lo, b, EXACT: tl.constexpr):
+    """a_hi . b + a_lo . b as one fp32 MMA chain.
+
+    EXACT (the CPU interpreter only): in float64, so the sum does not depend on the
+    row's place in the tile as numpy's float32 matmul does; on the GPU each element
+    of an MMA is computed the same way wherever its row sits.
+    """
+    if EXACT:
+        b64 = b.to(tl.float64)
+        lo = tl.dot(a_lo.to(tl.float64), b64, out_dtype=tl.float64)
+        return tl.dot(a_hi.to(tl.float64), b64, lo, out_dtype=tl.float64).to(tl.float32)
+    return tl.dot(a_hi, b, tl.dot(a_lo, b))
+
+
+@triton.jit
+def _tile_product(hi_ptrs, lo_ptrs, b_ptrs, mask_a, mask_b, W_BF16: tl.constexpr, EXACT: tl.constexpr):
     """One tile's lo . w + hi . w as one fresh MMA chain (FP32 result)."""
     b = tl.load(b_ptrs, mask=mask_b, other=0.0)
     if W_BF16:
         b = b.to(tl.float16)  # exact for |w| in [2**-14, 65504]
     a_hi = tl.load(hi_ptrs, mask=mask_a, other=0.0)
     a_lo = tl.load(lo_ptrs, mask=mask_a, other=0.0)
-    return tl.dot(a_hi, b, tl.dot(a_lo, b))
+    return _dot2(a_hi, a_lo, b, EXACT)
 
 
 @triton.jit
@@ -91,7 +106,7 @@ def _heal_matmul_kernel(
     stride_hm, stride_tm, stride_wn, stride_om,
     HAS_BIAS: tl.constexpr, HAS_WSCALE: tl.constexpr, W_BF16: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-    K_UNROLL: tl.constexpr, N_HALVES: tl.constexpr,
+    K_UNROLL: tl.constexpr, N_HALVES: tl.constexpr, EXACT: tl.constexpr,
 ):
     """out[m, n] = wscale[n] * sum_t ts[m, t] * (lo_t . w_t + hi_t . w_t) + bias[n].
 
@@ -136,11 +151,11 @@ def _heal_matmul_kernel(
             mask_a = mask_m[:, None] & mask_k[None, :]
             inv = tl.load(ts_ptrs + u, mask=mask_m & (t < KT), other=1.0)[:, None]
             p0 = _tile_product(hi_ptrs + u * BLOCK_K, lo_ptrs + u * BLOCK_K, b0_ptrs + u * BLOCK_K,
-                               mask_a, mask_k[:, None] & (offs_n0 < N)[None, :], W_BF16)
+                               mask_a, mask_k[:, None] & (offs_n0 < N)[None, :], W_BF16, EXACT)
             acc0 = tl.fma(p0, inv, acc0)  # p * inv is exact: one rounding, to nearest
             if N_HALVES == 2:
                 p1 = _tile_product(hi_ptrs + u * BLOCK_K, lo_ptrs + u * BLOCK_K, b1_ptrs + u * BLOCK_K,
-                                   mask_a, mask_k[:, None] & (offs_n1 < N)[None, :], W_BF16)
+                                   mask_a, mask_k[:, None] & (offs_n1 < N)[None, :], W_BF16, EXACT)
                 acc1 = tl.fma(p1, inv, acc1)
         hi_ptrs += BLOCK_K * K_UNROLL
         lo_ptrs += BLOCK_K * K_UNROLL

@@ -67,8 +67,8 @@ _GPU_TILES: tuple[tuple[int, int, MatmulTiles], ...] = (
     (256, 0, _T(block_m=64, block_n=128, num_warps=4, num_stages=3)),
     (1 << 62, 0, _T(block_m=128, block_n=256, num_warps=8, num_stages=3, n_halves=2, group_m=16)),
 )
-# The interpreter's tl.dot is numpy's matmul, whose summation order follows the tile
-# shape, so on the CPU a single tile serves every M.
+# On the CPU interpreter the tile products run in float64 (EXACT), so results do not
+# depend on the tile; one small tile keeps the interpreter quick.
 _INTERPRET_TILES: tuple[tuple[int, int, MatmulTiles], ...] = (
     (1 << 62, 0, _T(block_m=32, block_n=32, num_warps=4, num_stages=1)),
 )

@@ -137,7 +137,7 @@ def heal_matmul(
         m, n, k, ts.shape[1], hi.stride(0), ts.stride(0), wt.stride(0), out.stride(0),
         HAS_BIAS=bias is not None, HAS_WSCALE=wscale is not None, W_BF16=wt.dtype == torch.bfloat16,
         BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n, BLOCK_K=numerics.block_k, GROUP_M=tiles.group_m,
-        K_UNROLL=tiles.k_unroll, N_HALVES=tiles.n_halves,
+        K_UNROLL=tiles.k_unroll, N_HALVES=tiles.n_halves, EXACT=arch == "interpret",
         num_warps=tiles.num_warps, num_stages=tiles.num_stages,
     )
     return out
