@@ -83,6 +83,44 @@ def _check_common(q, cache, kv_indptr, kv_indices, sm_scale, sliding_window, log
     return hq, hk, d
 
 
+def _check_batch(cache, kv_indptr, kv_indices, qo_indptr, limit_name, limit, n_tokens):
+    """Eager-mode checks of the index tensors (one host sync; skipped inside CUDA-graph capture).
+
+    Returns the longest extend (qo_indptr given) or kv length, which fixes the grid.
+    """
+    if kv_indptr.is_cuda and torch.cuda.is_current_stream_capturing():
+        if limit is None:
+            raise ValueError(f"{limit_name} must be given when launching inside CUDA-graph capture")
+        return limit
+    lens = (qo_indptr if qo_indptr is not None else kv_indptr).diff()
+    kv_lens = kv_indptr.diff()
+    zero = torch.zeros((), dtype=torch.int64, device=kv_indptr.device)
+    stats = torch.stack([t.to(torch.int64) for t in (
+        lens.max() if lens.numel() else zero,
+        lens.min() if lens.numel() else zero,
+        kv_lens.min() if kv_lens.numel() else zero,
+        kv_indptr[0], kv_indptr[-1],
+        qo_indptr[-1] if qo_indptr is not None else zero + n_tokens,
+    )]).tolist()
+    longest, shortest, kv_shortest, kv_first, kv_last, q_last = stats
+    if shortest < 0 or kv_shortest < 0 or kv_first != 0:
+        raise ValueError("kv_indptr and qo_indptr must start at 0 and be non-decreasing")
+    if kv_last > kv_indices.shape[0]:
+        raise ValueError(f"kv_indptr ends at {kv_last} but kv_indices holds {kv_indices.shape[0]} slots")
+    if q_last != n_tokens:
+        raise ValueError(f"qo_indptr ends at {q_last} but q has {n_tokens} tokens")
+    if kv_last > 0:
+        lo, hi = kv_indices[:kv_last].aminmax()
+        if int(lo) < 0 or int(hi) >= cache.num_slots:
+            raise ValueError(f"kv_indices holds slots in [{int(lo)}, {int(hi)}], outside the cache's "
+                             f"[0, {cache.num_slots})")
+    if qo_indptr is not None and bool((qo_indptr.diff() > kv_lens).any()):
+        raise ValueError("a sequence has more new tokens (qo_indptr) than kv positions (kv_indptr)")
+    if limit is not None and longest > limit:
+        raise ValueError(f"{limit_name}={limit} is below the longest sequence's {longest}")
+    return longest if limit is None else limit
+
+
 def attention_extend(
     q: torch.Tensor,
     cache: Int16KV,
@@ -108,8 +146,7 @@ def attention_extend(
     out = out_buffer("out", out, (t, hq, d), q.device)
     if t == 0 or n_seqs == 0:
         return out
-    if max_extend_len is None:
-        max_extend_len = int((qo_indptr[1:] - qo_indptr[:-1]).max())
+    max_extend_len = _check_batch(cache, kv_indptr, kv_indices, qo_indptr, "max_extend_len", max_extend_len, t)
     group = hq // hk
     block_m = max(EXTEND_ROWS, triton.next_power_of_2(group))
     tokens = block_m // group
@@ -149,8 +186,7 @@ def attention_decode(
     out = out_buffer("out", out, (n_seqs, hq, d), q.device)
     if n_seqs == 0:
         return out
-    if max_seq_len is None:
-        max_seq_len = int((kv_indptr[1:] - kv_indptr[:-1]).max())
+    max_seq_len = _check_batch(cache, kv_indptr, kv_indices, None, "max_seq_len", max_seq_len, n_seqs)
     n_splits = max(1, triton.cdiv(max_seq_len, SPLIT_TOKENS))
     group = hq // hk
     block_m = max(16, triton.next_power_of_2(group))

@@ -149,6 +149,20 @@ def test_chunked_prefill_equals_one_chunk(device):
         assert torch.equal(torch.cat(parts), whole), f"chunks of {chunk}"
 
 
+def test_index_dtypes_int32_and_int64_mixed(device):
+    """SGLang passes int32 kv_indptr with int64 qo_indptr and kv_indices: any mix gives the same bits."""
+    b = Batch([40, 9], 4, 2, 64, device, seed=11)
+    q = torch.cat([b.q[0][30:40], b.q[1][4:9]])
+    kvp, kvi = b.kv([0, 1], [40, 9])
+    qo = torch.tensor([0, 10, 15], device=device)
+    base = attention_extend(q, b.cache, qo, kvp, kvi, sm_scale=0.125)
+    for qd, kd, id_ in ((torch.int64, torch.int32, torch.int64), (torch.int32, torch.int32, torch.int32)):
+        out = attention_extend(q, b.cache, qo.to(qd), kvp.to(kd), kvi.to(id_), sm_scale=0.125)
+        assert torch.equal(out, base)
+    dec = attention_decode(q[[9, 14]], b.cache, kvp.to(torch.int32), kvi, sm_scale=0.125)
+    assert torch.equal(dec, base[[9, 14]])
+
+
 def test_page_placement_does_not_matter(device):
     lens = [600, 90] if ON_GPU else [90, 20]
     a = Batch(lens, 4, 2, 128, device, seed=9)
@@ -219,6 +233,16 @@ def test_bad_arguments_raise_and_write_nothing(device):
         (lambda: attention_extend(q, cache, qo, kvp, loc, sm_scale=0.1, sliding_window=-5), "sliding_window"),
         (lambda: attention_decode(q[:1], cache, kvp, loc, sm_scale=0.1, logit_cap=-1.0), "logit_cap"),
         (lambda: attention_decode(q, cache, kvp, loc, sm_scale=0.1), "kv_indptr"),
+        (lambda: attention_extend(q, cache, qo, kvp, torch.tensor([0, 1, 2, 32], device=device), sm_scale=0.1),
+         "kv_indices"),
+        (lambda: attention_extend(q, cache, qo, torch.tensor([0, 5], device=device), loc, sm_scale=0.1),
+         "kv_indices"),
+        (lambda: attention_extend(q, cache, torch.tensor([0, 3], device=device), kvp, loc, sm_scale=0.1),
+         "qo_indptr"),
+        (lambda: attention_extend(q, cache, qo, torch.tensor([0, 2], device=device), loc, sm_scale=0.1),
+         "new tokens"),
+        (lambda: attention_extend(q, cache, qo, kvp, loc, sm_scale=0.1, max_extend_len=3), "max_extend_len"),
+        (lambda: attention_decode(q[:1], cache, kvp, loc, sm_scale=0.1, max_seq_len=2), "max_seq_len"),
         (lambda: qk_int_scores(torch.zeros(8, 64, dtype=torch.int16), torch.zeros(16, 64, dtype=torch.int16)),
          "q_int"),
     ]
