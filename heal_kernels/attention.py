@@ -18,21 +18,17 @@ import triton
 
 from heal_kernels._attention_kernels import _attn_kernel, _merge_kernel, _qk_int_kernel
 from heal_kernels._runtime import FLOAT_DTYPES, check_tensor, is_interpret, out_buffer
-from heal_kernels.kv_int16 import Int16KV, check_cache
+from heal_kernels.kv_int16 import Int16KV, check_cache, check_slots
 
 # KV splits are this many tokens, whatever the batch, the GPU or the context length.
 SPLIT_TOKENS = 256
 _INDEX_DTYPES = (torch.int32, torch.int64)
 
 
-def _block_n(head_dim: int) -> int:
-    """KV block in tokens: part of the numerics (block boundaries), the same for every path.
-
-    32 on the H100 (bench/kernels/probe_attention.py --blocks): decode 2x faster than
-    with 64 (fewer registers spilled), extend unchanged.
-    """
-    del head_dim
-    return 32
+# KV block in tokens: part of the numerics (block boundaries), the same for every path
+# and head_dim.  32 on the H100 (bench/kernels/probe_attention.py --blocks): decode 2x
+# faster than with 64 (fewer registers spilled), extend unchanged.
+KV_BLOCK = 32
 
 
 # Launch options by path; none of them changes a result bit (the GPU tests check that
@@ -109,12 +105,8 @@ def _check_batch(cache, kv_indptr, kv_indices, qo_indptr, limit_name, limit, n_t
         raise ValueError(f"kv_indptr ends at {kv_last} but kv_indices holds {kv_indices.shape[0]} slots")
     if q_last != n_tokens:
         raise ValueError(f"qo_indptr ends at {q_last} but q has {n_tokens} tokens")
-    if kv_last > 0:
-        lo, hi = kv_indices[:kv_last].aminmax()
-        if int(lo) < 0 or int(hi) >= cache.num_slots:
-            raise ValueError(f"kv_indices holds slots in [{int(lo)}, {int(hi)}], outside the cache's "
-                             f"[0, {cache.num_slots})")
-    if qo_indptr is not None and bool((qo_indptr.diff() > kv_lens).any()):
+    check_slots("kv_indices", kv_indices[:kv_last], cache.num_slots)
+    if qo_indptr is not None and bool((lens > kv_lens).any()):
         raise ValueError("a sequence has more new tokens (qo_indptr) than kv positions (kv_indptr)")
     if limit is not None and longest > limit:
         raise ValueError(f"{limit_name}={limit} is below the longest sequence's {longest}")
@@ -157,7 +149,7 @@ def attention_extend(
         float(sm_scale), int(sliding_window), float(logit_cap),
         q.stride(0), q.stride(1), out.stride(0), out.stride(1),
         cache.k.stride(0), cache.k.stride(1), cache.k_scale.stride(0), 0, 0, 0,
-        GROUP=group, HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=_block_n(d), SPLIT=SPLIT_TOKENS, DECODE=False,
+        GROUP=group, HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=KV_BLOCK, SPLIT=SPLIT_TOKENS, DECODE=False,
         HAS_WINDOW=sliding_window >= 0, HAS_CAP=logit_cap > 0, **_launch_opts("extend"),
     )
     return out
@@ -200,7 +192,7 @@ def attention_decode(
         q.stride(0), q.stride(1), out.stride(0), out.stride(1),
         cache.k.stride(0), cache.k.stride(1), cache.k_scale.stride(0),
         pm.stride(0), pm.stride(1), pm.stride(2),
-        GROUP=group, HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=_block_n(d), SPLIT=SPLIT_TOKENS, DECODE=True,
+        GROUP=group, HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=KV_BLOCK, SPLIT=SPLIT_TOKENS, DECODE=True,
         HAS_WINDOW=sliding_window >= 0, HAS_CAP=logit_cap > 0, **_launch_opts("decode"),
     )
     hpp = min(8, hq & -hq)  # a power of two dividing hq

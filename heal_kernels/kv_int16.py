@@ -118,15 +118,23 @@ def check_cache(cache: Int16KV, name: str = "cache") -> None:
         raise ValueError(f"{name}.k and {name}.v (and their scales) must share strides")
 
 
+def check_slots(name: str, idx: torch.Tensor, num_slots: int) -> None:
+    """Raise ValueError unless every slot in idx is in [0, num_slots).
+
+    One host sync; skipped inside CUDA-graph capture, where nothing may sync.
+    """
+    if idx.numel() == 0 or (idx.is_cuda and torch.cuda.is_current_stream_capturing()):
+        return
+    lo, hi = (int(v) for v in idx.aminmax())
+    if lo < 0 or hi >= num_slots:
+        raise ValueError(f"{name} holds slot indices in [{lo}, {hi}], outside the cache's [0, {num_slots})")
+
+
 def _check_loc(loc: torch.Tensor, t: int, num_slots: int, device) -> None:
     check_tensor("loc", loc, dtypes=(torch.int64, torch.int32), ndim=1, device=device)
     if loc.shape[0] != t:
         raise ValueError(f"loc has {loc.shape[0]} slots for {t} tokens")
-    capturing = loc.is_cuda and torch.cuda.is_current_stream_capturing()
-    if t > 0 and not capturing:  # one host sync; skipped inside CUDA-graph capture
-        lo, hi = int(loc.min()), int(loc.max())
-        if lo < 0 or hi >= num_slots:
-            raise ValueError(f"loc holds slot indices in [{lo}, {hi}], outside the cache's [0, {num_slots})")
+    check_slots("loc", loc, num_slots)
 
 
 def store_kv(cache: Int16KV, loc: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:

@@ -113,7 +113,7 @@ def block_sweep():
     dec, nbytes = decode_case()
     ext = extend_case()
     for bn in (64, 32, 16):
-        attention._block_n = lambda d, bn=bn: bn
+        attention.KV_BLOCK = bn
         _sweep(f"BN{bn} decode", dec, [(nw, 1) for nw in (1, 2, 4)],
                lambda st: attention.LAUNCH.update(decode={"num_warps": st[0], "num_stages": st[1]}), nbytes=nbytes)
         _sweep(f"BN{bn} extend", ext, [(nw, 1) for nw in (4, 8)],
