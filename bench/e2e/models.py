@@ -1,0 +1,80 @@
+"""Synthetic checkpoints of real architectures (std-0.02 init), built on the GPU machine.
+
+No checkpoint can be downloaded there, and ``--load-format dummy`` makes every run
+decode the same degenerate tokens, so reproducibility is measured on randomly
+initialised models of the real shapes, saved with ``save_pretrained`` in bf16,
+plus a word-level tokenizer ("t0 t1 ...") so text endpoints work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+SHAPES = {
+    # name: (architecture, config overrides)
+    "llama-8b": ("llama", dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                               num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
+                               rope_theta=500000.0, rope_scaling={"rope_type": "llama3", "factor": 8.0,
+                                                                  "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                                                  "original_max_position_embeddings": 8192})),
+    "llama-1b": ("llama", dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+                               num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
+                               rope_theta=500000.0, tie_word_embeddings=True, head_dim=64)),
+    "llama-small": ("llama", dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=12,
+                                  num_attention_heads=16, num_key_value_heads=4, vocab_size=32000)),
+    "qwen2-small": ("qwen2", dict(hidden_size=1024, intermediate_size=2816, num_hidden_layers=8,
+                                  num_attention_heads=16, num_key_value_heads=2, vocab_size=32000,
+                                  tie_word_embeddings=True)),
+    "qwen3-small": ("qwen3", dict(hidden_size=1024, intermediate_size=3072, num_hidden_layers=8,
+                                  num_attention_heads=16, num_key_value_heads=8, head_dim=128, vocab_size=32000,
+                                  tie_word_embeddings=True)),
+}
+
+
+def _tokenizer(vocab_size: int, path: str) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {f"t{i}": i for i in range(vocab_size - 3)}
+    vocab.update({"<unk>": vocab_size - 3, "<s>": vocab_size - 2, "</s>": vocab_size - 1})
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+    fast.save_pretrained(path)
+
+
+def make(name: str, path: str, seed: int = 0, context: int = 4096) -> str:
+    """Create (once) the checkpoint ``name`` under ``path``; returns path."""
+    import torch
+    import transformers
+
+    if os.path.exists(os.path.join(path, "config.json")):
+        return path
+    arch, over = SHAPES[name]
+    cfg_cls = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config,
+               "qwen3": transformers.Qwen3Config}[arch]
+    model_cls = {"llama": transformers.LlamaForCausalLM, "qwen2": transformers.Qwen2ForCausalLM,
+                 "qwen3": transformers.Qwen3ForCausalLM}[arch]
+    vocab = over["vocab_size"]
+    cfg = cfg_cls(**over, max_position_embeddings=context, initializer_range=0.02, torch_dtype="bfloat16",
+                  bos_token_id=vocab - 2, eos_token_id=vocab - 1)
+    torch.manual_seed(seed)
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        model = model_cls(cfg).to(torch.bfloat16)
+    model.save_pretrained(path, safe_serialization=True)
+    _tokenizer(vocab, path)
+    with open(os.path.join(path, "generation_config.json"), "w") as f:
+        json.dump({"do_sample": False}, f)
+    del model
+    torch.cuda.empty_cache()
+    return path
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("name", choices=sorted(SHAPES))
+    ap.add_argument("path")
+    a = ap.parse_args()
+    print(make(a.name, a.path))

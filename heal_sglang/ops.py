@@ -1,0 +1,65 @@
+"""FP32 replacements for SGLang's 16-bit-only CUDA ops (RMSNorm, SiLU/GELU-and-mul, rotary).
+
+Installed as AROUND hooks on the ops' ``forward_cuda``.  They act only when the
+process serves heal, layercast or ``--dtype float32`` (``state.fp32_ops()``) and
+the input is FP32; otherwise the stock kernel runs untouched.  sgl_kernel's
+RMSNorm has no FP32 path, which is why stock ``--dtype float32`` crashes.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from heal_kernels.activation import gelu_tanh_and_mul, silu_and_mul
+from heal_kernels.norm import rms_norm
+from heal_kernels.rope import apply_rotary
+from heal_sglang import state
+
+
+def _active(x: torch.Tensor) -> bool:
+    return state.fp32_ops() and x.dtype == torch.float32
+
+
+def rmsnorm_forward_cuda(orig, self, x, residual=None, post_residual_addition=None):
+    if not _active(x):
+        return orig(self, x, residual, post_residual_addition)
+    if (self.variance_size_override is not None or self.cast_x_before_out_mul or post_residual_addition is not None
+            or not self.has_weight):
+        # variants the llama/qwen families do not use: SGLang's own FP32 torch path
+        return self.forward_native(x, residual, post_residual_addition)
+    shape = x.shape
+    x2 = x.reshape(-1, shape[-1])
+    if residual is None:
+        return rms_norm(x2, self.weight, self.variance_epsilon).view(shape)
+    r2 = residual.view(-1, shape[-1])
+    if residual.dtype != torch.float32:
+        raise ValueError(f"RMSNorm residual is {residual.dtype}; the FP32 residual stream must stay float32")
+    out, _ = rms_norm(x2, self.weight, self.variance_epsilon, r2, residual_out=r2)
+    return out.view(shape), residual
+
+
+def silu_and_mul_forward_cuda(orig, self, x):
+    if not _active(x):
+        return orig(self, x)
+    shape = x.shape
+    return silu_and_mul(x.reshape(-1, shape[-1])).view(*shape[:-1], shape[-1] // 2)
+
+
+def gelu_and_mul_forward_cuda(orig, self, x):
+    if not _active(x):
+        return orig(self, x)
+    if self.approximate != "tanh":
+        return self.forward_native(x)  # exact erf GELU: SGLang's FP32 torch path
+    shape = x.shape
+    return gelu_tanh_and_mul(x.reshape(-1, shape[-1])).view(*shape[:-1], shape[-1] // 2)
+
+
+def rotary_forward_cuda(orig, self, positions, query, key, offsets=None, fused_set_kv_buffer_arg=None):
+    if not _active(query):
+        return orig(self, positions, query, key, offsets, fused_set_kv_buffer_arg)
+    if offsets is not None or fused_set_kv_buffer_arg is not None:
+        raise NotImplementedError("FP32 rotary does not take offsets or a fused KV-cache write")
+    cache = self.cos_sin_cache
+    if cache.dtype != torch.float32:
+        cache = cache.float()
+    return apply_rotary(positions, query, key, cache, self.head_size, self.is_neox_style)

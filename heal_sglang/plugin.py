@@ -1,0 +1,224 @@
+"""SGLang plugin entry point (group ``sglang.srt.plugins``): ``register()``.
+
+SGLang calls ``register`` in the launcher, the Engine and every scheduler process,
+and only logs what a plugin raises.  So ``register`` applies its hooks at once and
+checks every registry entry and hook itself (``report()``); ``python -m
+heal_sglang.check`` prints the same report and fails loudly.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import pkgutil
+
+logger = logging.getLogger(__name__)
+
+ATTENTION_BACKEND = "heal"
+QUANT_METHODS = ("heal", "layercast")
+
+_registered = False
+
+
+# -- hooks (imports stay lazy: register() runs before SGLang parses arguments) --------
+
+def _server_args_post_init(orig, self, *a, **k):
+    from heal_sglang import args
+
+    args.prepare(self)
+    result = orig(self, *a, **k)
+    args.validate(self)
+    return result
+
+
+def _bind(fn, a, k) -> dict:
+    return inspect.signature(fn).bind_partial(*a, **k).arguments
+
+
+def _model_runner_init(*a, **k):
+    from sglang.srt.model_executor.model_runner import ModelRunner
+
+    from heal_sglang import args, state
+
+    bound = _bind(ModelRunner.__init__.__wrapped__, a, k)
+    server_args, model_config = bound.get("server_args"), bound.get("model_config")
+    if server_args is None or model_config is None:
+        return None
+    args.validate_model(server_args, model_config)
+    hf = model_config.hf_text_config
+    ckpt = getattr(hf, "torch_dtype", None) or getattr(hf, "dtype", None)
+    if isinstance(ckpt, str):
+        import torch
+
+        ckpt = getattr(torch, ckpt, None)
+    state.set_mode(state.mode_for(server_args.quantization, model_config.dtype), ckpt)
+    return None
+
+
+def _model_runner_load_model(result, self, *a, **k):
+    from heal_sglang import state
+
+    if state.mode() == state.HEAL:
+        check_heal_model(self.model)
+    return result
+
+
+def check_heal_model(model) -> None:
+    """Every linear layer, embedding and lm_head must compute with heal's methods."""
+    from sglang.srt.layers.linear import LinearBase
+    from sglang.srt.layers.vocab_parallel_embedding import VocabParallelEmbedding
+
+    from heal_sglang.quant import HealEmbeddingMethod, HealLinearMethod
+
+    bad = []
+    for name, mod in model.named_modules():
+        qm = getattr(mod, "quant_method", None)
+        if isinstance(mod, VocabParallelEmbedding) and not isinstance(qm, HealEmbeddingMethod):
+            bad.append(f"{name} ({type(qm).__name__})")
+        elif isinstance(mod, LinearBase) and not isinstance(qm, HealLinearMethod):
+            bad.append(f"{name} ({type(qm).__name__})")
+    if bad:
+        raise RuntimeError(
+            "--quantization heal: these layers were built without heal's quant methods (the model does not pass "
+            "quant_config to them) and would compute at other numerics: " + ", ".join(bad[:8])
+            + (f" and {len(bad) - 8} more" if len(bad) > 8 else "")
+        )
+
+
+def _uses_heal_pool(server_args) -> bool:
+    return getattr(server_args, "attention_backend", None) == ATTENTION_BACKEND
+
+
+def _build_mha_kv_pool(orig, self, *a, **k):
+    if not _uses_heal_pool(self.server_args):
+        return orig(self, *a, **k)
+    from heal_sglang.kv_cache import Int16KVCacheMethod
+
+    if k.get("quant_method") is not None:
+        raise ValueError("--attention-backend heal keeps its own INT16 KV cache; drop --kv-cache-dtype")
+    k["quant_method"] = Int16KVCacheMethod()
+    return orig(self, *a, **k)
+
+
+def _compute_cell_size(orig, self, kvc, num_layers, *a, **k):
+    if not _uses_heal_pool(kvc.server_args):
+        return orig(self, kvc, num_layers, *a, **k)
+    from sglang.srt.runtime_context import get_parallel
+
+    from heal_kernels.kv_int16 import bytes_per_token
+
+    heads = kvc.model_config.get_num_kv_heads(get_parallel().attn_tp_size)
+    return num_layers * bytes_per_token(heads, kvc.model_config.head_dim)
+
+
+def _op_hook(name):
+    def hook(orig, *a, **k):
+        from heal_sglang import ops
+
+        return getattr(ops, name)(orig, *a, **k)
+
+    hook.__name__ = hook.__qualname__ = f"heal_{name}"
+    return hook
+
+
+def _hooks():
+    from sglang.srt.plugins.hook_registry import HookType
+
+    return [
+        ("sglang.srt.server_args.ServerArgs.__post_init__", _server_args_post_init, HookType.AROUND),
+        ("sglang.srt.model_executor.model_runner.ModelRunner.__init__", _model_runner_init, HookType.BEFORE),
+        ("sglang.srt.model_executor.model_runner.ModelRunner.load_model", _model_runner_load_model, HookType.AFTER),
+        ("sglang.srt.mem_cache.kv_cache_configurator.KVCacheConfigurator._build_mha_kv_pool", _build_mha_kv_pool,
+         HookType.AROUND),
+        ("sglang.srt.model_executor.pool_configurator.DefaultPoolConfigurator._compute_cell_size",
+         _compute_cell_size, HookType.AROUND),
+        ("sglang.srt.layers.layernorm.RMSNorm.forward_cuda", _HOOK_RMSNORM, HookType.AROUND),
+        ("sglang.srt.layers.activation.SiluAndMul.forward_cuda", _HOOK_SILU, HookType.AROUND),
+        ("sglang.srt.layers.activation.GeluAndMul.forward_cuda", _HOOK_GELU, HookType.AROUND),
+        ("sglang.srt.layers.rotary_embedding.base.RotaryEmbedding.forward_cuda", _HOOK_ROPE, HookType.AROUND),
+    ]
+
+
+_HOOK_RMSNORM = _op_hook("rmsnorm_forward_cuda")
+_HOOK_SILU = _op_hook("silu_and_mul_forward_cuda")
+_HOOK_GELU = _op_hook("gelu_and_mul_forward_cuda")
+_HOOK_ROPE = _op_hook("rotary_forward_cuda")
+
+
+def _attention_factory(model_runner):
+    from heal_sglang.backend import HealAttnBackend
+
+    return HealAttnBackend(model_runner)
+
+
+# -- registration -------------------------------------------------------------------
+
+def register() -> None:
+    """Register backend ``heal``, quantization methods ``heal``/``layercast`` and the hooks; idempotent."""
+    global _registered
+    from sglang.srt import server_args as sa
+    from sglang.srt.layers import quantization
+    from sglang.srt.layers.attention.attention_registry import ATTENTION_BACKENDS
+    from sglang.srt.plugins.hook_registry import HookRegistry
+
+    from heal_sglang.quant import HealConfig, LayerCastConfig
+
+    ATTENTION_BACKENDS[ATTENTION_BACKEND] = _attention_factory
+    for lst, add in ((sa.ATTENTION_BACKEND_CHOICES, sa.add_attention_backend_choices),
+                     (sa.DETERMINISTIC_ATTENTION_BACKEND_CHOICES, sa.add_deterministic_attention_backend_choices),
+                     (sa.RADIX_SUPPORTED_DETERMINISTIC_ATTENTION_BACKEND,
+                      sa.add_radix_supported_deterministic_attention_backend_choices)):
+        if ATTENTION_BACKEND not in lst:
+            add([ATTENTION_BACKEND])
+    quantization.QUANTIZATION_METHODS["heal"] = HealConfig
+    quantization.QUANTIZATION_METHODS["layercast"] = LayerCastConfig
+    missing = [m for m in QUANT_METHODS if m not in sa.QUANTIZATION_CHOICES]
+    if missing:
+        sa.add_quantization_method_choices(missing)
+    if not _registered:
+        for target, hook, kind in _hooks():
+            HookRegistry.register(target, hook, kind)
+        _registered = True
+    HookRegistry.apply_hooks()  # SGLang applies them after all plugins; apply now so we can check them
+    problems = [line for ok, line in report() if not ok]
+    if problems:
+        raise RuntimeError("heal_sglang plugin registration is incomplete:\n  " + "\n  ".join(problems))
+
+
+def _hook_installed(target: str, hook) -> bool:
+    obj_path, attr = target.rsplit(".", 1)
+    try:
+        obj = pkgutil.resolve_name(obj_path)
+    except (ImportError, AttributeError):
+        return False
+    fn = inspect.getattr_static(obj, attr, None)
+    fn = getattr(fn, "__func__", fn)
+    seen = 0
+    while fn is not None and seen < 64:
+        cells = getattr(fn, "__closure__", None) or ()
+        if any(getattr(c, "cell_contents", None) is hook for c in cells):
+            return True
+        fn, seen = getattr(fn, "__wrapped__", None), seen + 1
+    return False
+
+
+def report() -> list[tuple[bool, str]]:
+    """(ok, description) for every registry entry and hook the plugin needs."""
+    from sglang.srt import server_args as sa
+    from sglang.srt.layers import quantization
+    from sglang.srt.layers.attention.attention_registry import ATTENTION_BACKENDS
+
+    rows = [
+        (ATTENTION_BACKENDS.get(ATTENTION_BACKEND) is _attention_factory, "attention backend 'heal' registered"),
+        (ATTENTION_BACKEND in sa.ATTENTION_BACKEND_CHOICES, "--attention-backend accepts 'heal'"),
+        (ATTENTION_BACKEND in sa.DETERMINISTIC_ATTENTION_BACKEND_CHOICES,
+         "deterministic-inference backends list 'heal'"),
+        (ATTENTION_BACKEND in sa.RADIX_SUPPORTED_DETERMINISTIC_ATTENTION_BACKEND,
+         "radix-cache-safe deterministic backends list 'heal'"),
+    ]
+    for m in QUANT_METHODS:
+        rows.append((m in quantization.QUANTIZATION_METHODS, f"quantization method '{m}' registered"))
+        rows.append((m in sa.QUANTIZATION_CHOICES, f"--quantization accepts '{m}'"))
+    for target, hook, _ in _hooks():
+        rows.append((_hook_installed(target, hook), f"hook on {target}"))
+    return rows

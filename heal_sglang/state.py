@@ -1,0 +1,49 @@
+"""Per-process numerics mode, fixed when SGLang builds its ModelRunner.
+
+The FP32 op hooks and the quantization methods read it; it never changes once a
+model is built.  ``None`` means stock SGLang: every hook passes straight through.
+"""
+
+from __future__ import annotations
+
+import torch
+
+HEAL = "heal"
+LAYERCAST = "layercast"
+FP32 = "fp32"
+
+_mode: str | None = None
+_weight_dtype: torch.dtype = torch.bfloat16
+
+
+def mode() -> str | None:
+    return _mode
+
+
+def fp32_ops() -> bool:
+    """True when activations are FP32 and the 16-bit-only sgl_kernel ops must be replaced."""
+    return _mode is not None
+
+
+def weight_dtype() -> torch.dtype:
+    """The 16-bit dtype heal and layercast keep weights in (the checkpoint's own)."""
+    return _weight_dtype
+
+
+def mode_for(quantization: str | None, dtype: torch.dtype | str | None) -> str | None:
+    if quantization == HEAL:
+        return HEAL
+    if quantization == "layercast":
+        return LAYERCAST
+    if dtype in (torch.float32, "float32", "fp32"):
+        return FP32
+    return None
+
+
+def set_mode(m: str | None, checkpoint_dtype: torch.dtype | None = None) -> None:
+    global _mode, _weight_dtype
+    if m not in (None, HEAL, LAYERCAST, FP32):
+        raise ValueError(f"unknown heal_sglang mode {m!r}")
+    _mode = m
+    # An FP32 checkpoint is stored as bf16: HEAL's weights are 16-bit by design.
+    _weight_dtype = checkpoint_dtype if checkpoint_dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
