@@ -1,0 +1,45 @@
+"""SGLang-side tests: real SGLang objects (pools, ForwardBatch, layers) on CPU.
+
+The plugin is loaded through SGLang's own ``load_plugins()`` (the entry point),
+exactly as the server loads it.
+"""
+
+import socket
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def plugin():
+    from sglang.srt.plugins import load_plugins
+
+    from heal_sglang.plugin import register
+
+    load_plugins()
+    register()  # raises what load_plugins only logs
+    return True
+
+
+@pytest.fixture(scope="session")
+def tp_group():
+    """A one-rank tensor-parallel group on gloo, which SGLang's parallel layers need."""
+    from sglang.srt.distributed import init_distributed_environment, initialize_model_parallel
+    from sglang.srt.distributed.parallel_state import model_parallel_is_initialized
+
+    if not model_parallel_is_initialized():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        init_distributed_environment(world_size=1, rank=0, local_rank=0,
+                                     distributed_init_method=f"tcp://127.0.0.1:{port}", backend="gloo")
+        initialize_model_parallel(tensor_model_parallel_size=1)
+    return True
+
+
+@pytest.fixture
+def heal_mode():
+    from heal_sglang import state
+
+    prev = state.mode(), state.weight_dtype()
+    yield state
+    state.set_mode(*prev)

@@ -1,0 +1,76 @@
+"""Server-argument rules, through SGLang's own ServerArgs resolution."""
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    import transformers
+
+    path = tmp_path_factory.mktemp("tiny-llama")
+    cfg = transformers.LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+                                   num_key_value_heads=1, vocab_size=512, max_position_embeddings=1024,
+                                   torch_dtype="bfloat16")
+    transformers.LlamaForCausalLM(cfg).to(torch.bfloat16).save_pretrained(path)
+    return str(path)
+
+
+def _args(path, **kw):
+    from sglang.srt.server_args import ServerArgs
+
+    return ServerArgs(model_path=path, device="cuda", **kw)
+
+
+@pytest.mark.parametrize("kw", [dict(attention_backend="heal", quantization="heal"), dict(quantization="heal")])
+def test_heal_resolves_to_fp32_activations_and_no_prefill_graphs(plugin, tiny_model, kw):
+    sa = _args(tiny_model, **kw)
+    assert (sa.dtype, sa.attention_backend, sa.quantization) == ("float32", "heal", "heal")
+    assert sa.cuda_graph_config.prefill.backend == "disabled"
+    assert sa.cuda_graph_config.decode.backend == "full"
+
+
+def test_layercast_resolves_to_fp32(plugin, tiny_model):
+    sa = _args(tiny_model, quantization="layercast", attention_backend="triton")
+    assert (sa.dtype, sa.attention_backend) == ("float32", "triton")
+
+
+def test_stock_arguments_are_untouched(plugin, tiny_model):
+    sa = _args(tiny_model, attention_backend="triton")
+    assert sa.dtype == "auto" and sa.quantization is None
+
+
+@pytest.mark.parametrize("kw, needle", [
+    (dict(attention_backend="heal"), "--attention-backend heal runs the whole model in HEAL numerics"),
+    (dict(quantization="heal", attention_backend="triton"), "--quantization heal needs --attention-backend heal"),
+    (dict(quantization="heal", decode_attention_backend="flashinfer"), "--decode-attention-backend heal"),
+    (dict(quantization="heal", dtype="bfloat16"), "drop --dtype bfloat16"),
+    (dict(quantization="layercast", dtype="float16"), "drop --dtype float16"),
+    (dict(quantization="heal", cuda_graph_backend_prefill="tc_piecewise"), "--cuda-graph-backend-prefill"),
+    (dict(quantization="heal", cuda_graph_backend_decode="breakable"), "--cuda-graph-backend-decode"),
+    (dict(quantization="heal", speculative_algorithm="EAGLE"), "speculative decoding"),
+    (dict(quantization="heal", enable_mixed_chunk=True), "--enable-mixed-chunk"),
+    (dict(quantization="heal", kv_cache_dtype="fp8_e4m3"), "--kv-cache-dtype fp8_e4m3"),
+    (dict(quantization="heal", enable_torch_compile=True), "--enable-torch-compile"),
+    (dict(quantization="heal", tp_size=2), "--tp-size 2"),
+    (dict(quantization="heal", disaggregation_mode="prefill"), "--disaggregation-mode prefill"),
+])
+def test_invalid_combinations_name_the_flag(plugin, tiny_model, kw, needle):
+    with pytest.raises(ValueError) as e:
+        _args(tiny_model, **kw)
+    assert needle in str(e.value)
+
+
+def test_model_features_are_refused(plugin, tiny_model):
+    from sglang.srt.configs.model_config import ModelConfig
+
+    from heal_sglang import args
+
+    mc = ModelConfig(tiny_model)
+    assert args.model_refusals(mc) == []
+    mc.hf_text_config.use_sliding_window, mc.hf_text_config.sliding_window = True, 128
+    mc.is_encoder_decoder = True
+    bad = args.model_refusals(mc)
+    assert any("sliding-window" in b for b in bad) and any("encoder-decoder" in b for b in bad)
+    with pytest.raises(ValueError, match="--quantization heal cannot serve"):
+        args.validate_model(type("A", (), {"quantization": "heal"})(), mc)

@@ -1,0 +1,128 @@
+"""End to end on the GPU: stock SGLang server and engines with the heal plugin.
+
+Synthetic checkpoints of real architectures (std-0.02 init) are created on the
+machine (bench.e2e.models).  ``HEAL_RESULTS=<dir>`` keeps the matrix's JSON.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.gpu
+
+ROOT = os.environ.get("HEAL_MODELS", "/tmp/heal-models")
+
+
+def _model(name):
+    from bench.e2e import models
+
+    return models.make(name, f"{ROOT}/{name}")
+
+
+def _post(url, body):
+    import urllib.request
+
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=120) as r:
+        return json.loads(r.read())
+
+
+def test_server_answers_generate_and_completions():
+    import urllib.request
+
+    path = _model("llama-small")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "sglang.launch_server", "--model-path", path, "--attention-backend", "heal",
+           "--quantization", "heal", "--port", str(port), "--context-length", "2048", "--cuda-graph-max-bs-decode",
+           "16", "--mem-fraction-static", "0.5"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 420
+        while True:
+            if proc.poll() is not None:
+                pytest.fail("server exited:\n" + proc.stdout.read()[-4000:])
+            try:
+                with urllib.request.urlopen(base + "/health", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.time() < deadline, "server did not become healthy in 420 s"
+            time.sleep(2)
+        prompt = " ".join(f"t{i * 37 % 500}" for i in range(60))
+        body = {"text": prompt, "sampling_params": {"temperature": 0, "max_new_tokens": 24, "ignore_eos": True}}
+        g1, g2 = _post(base + "/generate", body), _post(base + "/generate", body)
+        assert g1["meta_info"]["completion_tokens"] == 24 and g1["text"].strip()
+        assert g1["text"] == g2["text"]
+        c = _post(base + "/v1/completions", {"model": path, "prompt": prompt, "max_tokens": 24, "temperature": 0,
+                                             "ignore_eos": True})
+        assert c["choices"][0]["text"] == g1["text"]
+        assert c["usage"]["completion_tokens"] == 24
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_heal_outputs_are_bitwise_identical_across_the_matrix(tmp_path):
+    """32 prompts of 32-512 tokens, 256 new tokens: batch, chunked prefill 64/512/off, radix warm/cold, graphs."""
+    out = os.environ.get("HEAL_RESULTS") or str(tmp_path)
+    out = os.path.join(out, "repro-heal-llama-small")
+    cmd = [sys.executable, "-m", "bench.e2e.repro", "--model-path", _model("llama-small"), "--modes", "heal",
+           "--parallel", "4", "--out", out]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    print(r.stdout)
+    assert r.returncode == 0, r.stdout + r.stderr
+    with open(os.path.join(out, "summary.json")) as f:
+        rows = json.load(f)["summary"]["heal"]
+    assert len(rows) == 5
+    for label, row in rows.items():
+        assert row["n"] >= 32
+        assert row["identical"] == row["n"], f"{label}: {row}"
+
+
+@pytest.mark.parametrize("name", ["qwen2-small", "qwen3-small", "llama-1b"])
+def test_heal_serves_qwen2_qwen3_and_tied_llama_batch_invariantly(name):
+    from bench.e2e import engines
+    from bench.e2e.repro import _gen, prompts
+
+    path = _model(name)
+    from transformers import AutoConfig
+
+    ps = prompts(AutoConfig.from_pretrained(path).vocab_size, 12)["plain"]
+    eng = engines.start(path, "heal", mem_fraction_static=0.5, context_length=2048)
+    try:
+        together = _gen(eng, ps, 64)
+        single = []
+        for p in ps:
+            eng.flush_cache()
+            single += _gen(eng, [p], 64)
+    finally:
+        eng.shutdown()
+    assert all(len(t) == 64 for t in together)
+    assert together == single
+
+
+@pytest.mark.parametrize("mode", ["layercast", "fp32"])
+def test_baselines_start_and_serve(mode):
+    from bench.e2e import engines
+    from bench.e2e.repro import _gen, prompts
+
+    path = _model("llama-small")
+    ps = prompts(32000, 4)["plain"]
+    eng = engines.start(path, mode, mem_fraction_static=0.5, context_length=2048)
+    try:
+        outs = _gen(eng, ps, 16)
+    finally:
+        eng.shutdown()
+    assert [len(o) for o in outs] == [16] * 4

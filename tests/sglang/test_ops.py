@@ -1,0 +1,68 @@
+"""FP32 op hooks: active only in heal / layercast / fp32 processes and only on FP32 inputs."""
+
+import pytest
+import torch
+
+from heal_kernels import reference
+
+
+def _orig(*a, **k):
+    raise AssertionError("stock kernel called")
+
+
+def test_hooks_pass_through_in_stock_mode(plugin, heal_mode):
+    from sglang.srt.layers.layernorm import RMSNorm
+
+    from heal_sglang import ops
+
+    heal_mode.set_mode(None)
+    norm = RMSNorm(64)
+    sentinel = object()
+    assert ops.rmsnorm_forward_cuda(lambda *a: sentinel, norm, torch.randn(2, 64)) is sentinel
+    heal_mode.set_mode(heal_mode.HEAL)
+    assert ops.rmsnorm_forward_cuda(lambda *a: sentinel, norm, torch.randn(2, 64, dtype=torch.bfloat16)) is sentinel
+
+
+def test_rmsnorm_with_fp32_residual(plugin, heal_mode):
+    from sglang.srt.layers.layernorm import RMSNorm
+
+    from heal_sglang import ops
+
+    heal_mode.set_mode(heal_mode.HEAL)
+    torch.manual_seed(0)
+    norm = RMSNorm(64, eps=1e-6)
+    norm.weight.data = torch.randn(64)
+    x, res = torch.randn(5, 64), torch.randn(5, 64)
+    res_in = res.clone()
+    out, res_out = ops.rmsnorm_forward_cuda(_orig, norm, x, res)
+    h = x.double() + res_in.double()
+    assert res_out is res and torch.equal(res_out, (x + res_in))
+    ref = reference.rms_norm_ref(h, norm.weight, 1e-6)
+    assert (out.double() - ref).abs().max() < 1e-5
+    alone = ops.rmsnorm_forward_cuda(_orig, norm, x[:1].clone())
+    assert alone.shape == (1, 64) and alone.dtype == torch.float32
+
+
+def test_activation_and_rotary(plugin, heal_mode, monkeypatch):
+    from sglang.srt.layers.activation import SiluAndMul
+    from sglang.srt.layers.rotary_embedding import base
+    from sglang.srt.runtime_context import get_context
+
+    get_context().override_server_args().install()
+    monkeypatch.setattr(base, "_is_cpu", True)  # else the CPU build wants vllm's fallback kernel
+
+    from heal_sglang import ops
+
+    heal_mode.set_mode(heal_mode.HEAL)
+    x = torch.randn(3, 128)
+    y = ops.silu_and_mul_forward_cuda(_orig, SiluAndMul(), x)
+    ref = torch.nn.functional.silu(x[:, :64].double()) * x[:, 64:].double()
+    assert (y.double() - ref).abs().max() < 1e-5
+    rope = base.RotaryEmbedding(64, 64, 256, 10000, True, torch.float32)
+    pos = torch.tensor([0, 7, 200])
+    q, k = torch.randn(3, 4 * 64), torch.randn(3, 2 * 64)
+    q2, k2 = ops.rotary_forward_cuda(_orig, rope, pos, q, k)
+    qn, kn = rope.forward_native(pos, q.clone(), k.clone())
+    assert (q2 - qn).abs().max() < 1e-5 and (k2 - kn).abs().max() < 1e-5
+    with pytest.raises(NotImplementedError, match="offsets"):
+        ops.rotary_forward_cuda(_orig, rope, pos, q, k, offsets=pos)
