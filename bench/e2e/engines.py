@@ -15,6 +15,7 @@ VARIANTS = {
     "chunk64": dict(chunked_prefill_size=64),
     "chunk512": dict(chunked_prefill_size=512),
     "nograph": dict(chunked_prefill_size=-1, cuda_graph_backend_decode="disabled"),
+    "speed": dict(),  # SGLang's defaults
 }
 
 

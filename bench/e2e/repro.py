@@ -109,6 +109,7 @@ def main() -> int:
     ap.add_argument("--max-tokens", type=int, default=60000)
     ap.add_argument("--deadline", type=float, default=0, help="seconds; workers still running then are killed")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--work", help="folder for per-engine outputs and logs (default: OUT/work)")
     ap.add_argument("--worker", action="store_true")
     ap.add_argument("--mode")
     ap.add_argument("--variant")
@@ -118,6 +119,8 @@ def main() -> int:
         worker(a)
         return 0
     os.makedirs(a.out, exist_ok=True)
+    work = a.work or os.path.join(a.out, "work")
+    os.makedirs(work, exist_ok=True)
     jobs = [(m, v) for m in a.modes.split(",") for v in a.variants.split(",")]
     running, results, logs = [], {}, {}
     t_start = time.time()
@@ -131,8 +134,8 @@ def main() -> int:
             break
         while jobs and len(running) < a.parallel:
             m, v = jobs.pop(0)
-            res = os.path.join(a.out, f"{m}-{v}.json")
-            log = open(os.path.join(a.out, f"{m}-{v}.log"), "w")
+            res = os.path.join(work, f"{m}-{v}.json")
+            log = open(os.path.join(work, f"{m}-{v}.log"), "w")
             cmd = [sys.executable, "-m", "bench.e2e.repro", "--worker", "--model-path", a.model_path, "--mode", m,
                    "--variant", v, "--result", res, "--prompts", str(a.prompts), "--new", str(a.new),
                    "--mem-fraction", str(a.mem_fraction), "--max-tokens", str(a.max_tokens), "--out", a.out]
@@ -160,6 +163,10 @@ def main() -> int:
             print(f"{m:8} {label:32} {r['identical']:>3}/{r['n']:<3}   {r['first_divergence_min']}")
     if failed:
         print("failed workers:", failed)
+        for (m, v), rc in logs.items():
+            if rc:
+                with open(os.path.join(work, f"{m}-{v}.log")) as f:
+                    print(f"== {m}-{v} log tail ==\n" + f.read()[-1500:])
     return 1 if failed else 0
 
 
