@@ -98,7 +98,7 @@ def validate(args) -> None:
             raise ValueError("--quantization heal cannot serve " + "; ".join(bad))
     if q in FP32_QUANT:
         cfg = getattr(args, "cuda_graph_config", None)
-        if cfg is not None:
+        if hasattr(cfg, "prefill"):  # resolved (a model-less ServerArgs stops before resolving it)
             if str(cfg.prefill.backend) != "disabled":
                 raise ValueError(f"--quantization {q} does not run prefill CUDA graphs (cuda_graph_config sets "
                                  f"prefill backend {cfg.prefill.backend})")
