@@ -97,6 +97,7 @@ def heal_matmul(
     out: torch.Tensor | None = None,
     tiles: configs.MatmulTiles | None = None,
     numerics: configs.MatmulNumerics | None = None,
+    k_shards: int = 1,
 ) -> torch.Tensor:
     """x float32 [M, K] @ w[N, K].T + bias -> float32 [M, N].
 
@@ -124,6 +125,8 @@ def heal_matmul(
         check_shape("bias", bias, (n,))
     arch = arch_key(dev)
     numerics = numerics or configs.matmul_numerics(arch, wt.dtype, n, k)
+    if k_shards != 1:
+        return _sharded(x, wt, wscale, bias, out, tiles, numerics, k_shards)
     tiles = tiles or configs.matmul_tiles(arch, m, n)
     out = out_buffer("out", out, (m, n), dev)
     if m == 0 or n == 0:
@@ -141,3 +144,35 @@ def heal_matmul(
         num_warps=tiles.num_warps, num_stages=tiles.num_stages,
     )
     return out
+
+
+def tree_sum(parts) -> torch.Tensor:
+    """((p0 + p1) + (p2 + p3)) ...: the fixed pairwise order ``k_shards`` uses; len(parts) a power of two."""
+    parts = list(parts)
+    if not parts or len(parts) & (len(parts) - 1):
+        raise ValueError(f"tree_sum needs a power-of-two number of partials, got {len(parts)}")
+    while len(parts) > 1:
+        parts = [parts[i] + parts[i + 1] for i in range(0, len(parts), 2)]
+    return parts[0]
+
+
+def _sharded(x, wt, wscale, bias, out, tiles, numerics, k_shards):
+    m, k = x.shape
+    n = wt.shape[0]
+    if not isinstance(k_shards, int) or k_shards < 1 or k_shards & (k_shards - 1):
+        raise ValueError(f"k_shards must be a power of two, got {k_shards!r}")
+    ks = k // k_shards
+    if k % k_shards or ks % numerics.block_k:
+        raise ValueError(
+            f"K={k} does not split into k_shards={k_shards} shards of whole {numerics.block_k}-wide K tiles"
+        )
+    out = out_buffer("out", out, (m, n), x.device)
+    parts = []
+    for i in range(k_shards):
+        cols = slice(i * ks, (i + 1) * ks)
+        w_i = HealWeight(wt[:, cols], wscale) if wscale is not None else wt[:, cols]
+        parts.append(heal_matmul(x[:, cols], w_i, None, tiles=tiles, numerics=numerics))
+    total = tree_sum(parts)
+    if bias is not None:
+        total = total + bias.float()
+    return out.copy_(total)

@@ -76,12 +76,22 @@ def _refusals(args) -> list[str]:
         out.append("the hierarchical (host) KV cache (--enable-hierarchical-cache)")
     if getattr(args, "enable_dp_attention", False):
         out.append("data-parallel attention (--enable-dp-attention)")
-    if getattr(args, "tp_size", 1) > 1:
-        out.append(f"tensor parallelism (--tp-size {args.tp_size}): its all-reduce order is not fixed yet")
+    tp = getattr(args, "tp_size", 1)
+    if tp > 1:
+        from heal_sglang.state import ROW_SHARDS_ENV, row_shards_from_env
+
+        shards = row_shards_from_env()
+        if shards % tp:
+            out.append(f"--tp-size {tp} with {ROW_SHARDS_ENV}={shards}: set {ROW_SHARDS_ENV} to a power of two that "
+                       f"--tp-size divides (e.g. {ROW_SHARDS_ENV}=4 for TP 1, 2 and 4), the same for every run "
+                       "that must agree")
     if getattr(args, "pp_size", 1) > 1:
         out.append(f"pipeline parallelism (--pp-size {args.pp_size})")
     if getattr(args, "enable_torch_compile", False):
         out.append("--enable-torch-compile (it swaps the FP32 kernels for native torch ops)")
+    if getattr(args, "flashinfer_allreduce_fusion_backend", None) is not None:
+        out.append(f"--flashinfer-allreduce-fusion-backend {args.flashinfer_allreduce_fusion_backend} (its fused "
+                   "all-reduce sums in an order heal cannot fix)")
     if getattr(args, "enable_lora", False):
         out.append("LoRA adapters (--enable-lora)")
     if getattr(args, "dllm_algorithm", None):

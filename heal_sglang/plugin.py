@@ -51,7 +51,8 @@ def _model_runner_init(*a, **k):
         import torch
 
         ckpt = getattr(torch, ckpt, None)
-    state.set_mode(state.mode_for(server_args.quantization, model_config.dtype), ckpt)
+    m = state.mode_for(server_args.quantization, model_config.dtype)
+    state.set_mode(m, ckpt, state.row_shards_from_env() if m == state.HEAL else 1)
     return None
 
 
@@ -77,12 +78,31 @@ def check_heal_model(model) -> None:
             bad.append(f"{name} ({type(qm).__name__})")
         elif isinstance(mod, LinearBase) and not isinstance(qm, HealLinearMethod):
             bad.append(f"{name} ({type(qm).__name__})")
+    from sglang.srt.layers.linear import RowParallelLinear
+
+    outside = [name for name, mod in model.named_modules()
+               if isinstance(mod, RowParallelLinear) and mod.tp_size > 1 and not mod.reduce_results]
+    if outside:
+        raise RuntimeError(
+            "--quantization heal with --tp-size > 1: this model sums these row-parallel outputs outside the layer "
+            f"(reduce_results=False, e.g. in a fused all-reduce), in an order heal cannot fix: {', '.join(outside[:4])}"
+        )
     if bad:
         raise RuntimeError(
             "--quantization heal: these layers were built without heal's quant methods (the model does not pass "
             "quant_config to them) and would compute at other numerics: " + ", ".join(bad[:8])
             + (f" and {len(bad) - 8} more" if len(bad) > 8 else "")
         )
+
+
+def _row_parallel_forward(orig, self, *a, **k):
+    from heal_sglang import state
+
+    if state.mode() != state.HEAL or self.tp_size == 1:
+        return orig(self, *a, **k)
+    from heal_sglang.quant import row_parallel_forward
+
+    return row_parallel_forward(self, *a, **k)
 
 
 def _uses_heal_pool(server_args) -> bool:
@@ -132,6 +152,7 @@ def _hooks():
          HookType.AROUND),
         ("sglang.srt.model_executor.pool_configurator.DefaultPoolConfigurator._compute_cell_size",
          _compute_cell_size, HookType.AROUND),
+        ("sglang.srt.layers.linear.RowParallelLinear.forward", _row_parallel_forward, HookType.AROUND),
         ("sglang.srt.layers.layernorm.RMSNorm.forward_cuda", _HOOK_RMSNORM, HookType.AROUND),
         ("sglang.srt.layers.activation.SiluAndMul.forward_cuda", _HOOK_SILU, HookType.AROUND),
         ("sglang.srt.layers.activation.GeluAndMul.forward_cuda", _HOOK_GELU, HookType.AROUND),

@@ -14,6 +14,9 @@ FP32 = "fp32"
 
 _mode: str | None = None
 _weight_dtype: torch.dtype = torch.bfloat16
+_row_shards: int = 1
+
+ROW_SHARDS_ENV = "HEAL_ROW_SHARDS"
 
 
 def mode() -> str | None:
@@ -30,6 +33,27 @@ def weight_dtype() -> torch.dtype:
     return _weight_dtype
 
 
+def row_shards() -> int:
+    """K shards of every row-parallel layer (o_proj, down_proj), summed in a fixed tree.
+
+    The same value on TP = 1, 2, 4 ... (each a divisor) gives bitwise-identical outputs.
+    """
+    return _row_shards
+
+
+def row_shards_from_env(environ=None) -> int:
+    import os
+
+    raw = (environ if environ is not None else os.environ).get(ROW_SHARDS_ENV, "1")
+    try:
+        v = int(raw)
+    except ValueError:
+        v = 0
+    if v < 1 or v & (v - 1):
+        raise ValueError(f"{ROW_SHARDS_ENV}={raw!r}: must be a power of two (1, 2, 4, 8)")
+    return v
+
+
 def mode_for(quantization: str | None, dtype: torch.dtype | str | None) -> str | None:
     if quantization == HEAL:
         return HEAL
@@ -40,10 +64,11 @@ def mode_for(quantization: str | None, dtype: torch.dtype | str | None) -> str |
     return None
 
 
-def set_mode(m: str | None, checkpoint_dtype: torch.dtype | None = None) -> None:
-    global _mode, _weight_dtype
+def set_mode(m: str | None, checkpoint_dtype: torch.dtype | None = None, row_shards: int = 1) -> None:
+    global _mode, _weight_dtype, _row_shards
     if m not in (None, HEAL, LAYERCAST, FP32):
         raise ValueError(f"unknown heal_sglang mode {m!r}")
     _mode = m
+    _row_shards = row_shards
     # An FP32 checkpoint is stored as bf16: HEAL's weights are 16-bit by design.
     _weight_dtype = checkpoint_dtype if checkpoint_dtype in (torch.bfloat16, torch.float16) else torch.bfloat16

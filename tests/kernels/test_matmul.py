@@ -189,3 +189,36 @@ def test_bad_arguments_raise_value_error_naming_them(device):
     for call, name in cases:
         with pytest.raises(ValueError, match=name):
             call()
+
+
+def test_k_shards_reproduce_any_rank_split(device):
+    """S = 4 K-shards, added in a fixed tree: what TP = 1, 2 and 4 ranks each compute
+    (their own K slice, a per-rank weight scale from prepare_weight) combines, in rank
+    order, to the same bits, bias added once at the end."""
+    from heal_kernels.matmul import tree_sum
+
+    torch.manual_seed(11)
+    m, n, k = 5, 96, 512
+    x = torch.randn(m, k, device=device)
+    w = (torch.randn(n, k, device=device) * 0.02).to(torch.bfloat16)
+    w[:, 300:] *= 64  # channel maxima differ per shard: per-rank scales differ
+    bias = torch.randn(n, device=device)
+    full = heal_matmul(x, prepare_weight(w), bias, out=poisoned((m, n), device), k_shards=4)
+    assert torch.isfinite(full).all()
+    for tp in (1, 2, 4):
+        ks = k // tp
+        parts = [heal_matmul(x[:, r * ks:(r + 1) * ks].contiguous(), prepare_weight(w[:, r * ks:(r + 1) * ks]),
+                             None, k_shards=4 // tp) for r in range(tp)]
+        assert torch.equal(tree_sum(parts) + bias, full), tp
+    ref = reference.matmul_ref(x, w, bias)
+    plain = heal_matmul(x, prepare_weight(w), bias)
+    assert reference.rel_err(full, ref) <= 2 * reference.rel_err(plain, ref) + 1e-12
+
+
+def test_k_shards_must_split_into_whole_tiles(device):
+    x = torch.randn(2, 192, device=device)
+    w = torch.randn(8, 192, device=device).to(torch.bfloat16)
+    with pytest.raises(ValueError, match="k_shards=4"):
+        heal_matmul(x, w, k_shards=4)
+    with pytest.raises(ValueError, match="power of two"):
+        heal_matmul(x, w, k_shards=3)

@@ -61,6 +61,18 @@ def test_invalid_combinations_name_the_flag(plugin, tiny_model, kw, needle):
     assert needle in str(e.value)
 
 
+def test_tensor_parallel_needs_a_row_shard_count_it_divides(plugin, tiny_model, monkeypatch):
+    monkeypatch.setenv("HEAL_ROW_SHARDS", "4")
+    sa = _args(tiny_model, quantization="heal", tp_size=2)
+    assert sa.tp_size == 2 and sa.attention_backend == "heal"
+    monkeypatch.setenv("HEAL_ROW_SHARDS", "2")
+    with pytest.raises(ValueError, match="HEAL_ROW_SHARDS=2"):
+        _args(tiny_model, quantization="heal", tp_size=4)
+    monkeypatch.setenv("HEAL_ROW_SHARDS", "3")
+    with pytest.raises(ValueError, match="power of two"):
+        _args(tiny_model, quantization="heal", tp_size=2)
+
+
 def test_model_features_are_refused(plugin, tiny_model):
     from sglang.srt.configs.model_config import ModelConfig
 
