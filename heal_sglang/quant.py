@@ -101,7 +101,12 @@ def row_parallel_forward(layer, input_, skip_all_reduce=False, forward_batch=Non
         x = split_tensor_along_last_dim(input_, num_partitions=layer.tp_size)[layer.tp_rank].contiguous()
     partial = _heal_linear(layer, x, None)
     if layer.reduce_results and not skip_all_reduce:
-        out = tree_sum(_gather_ranks(partial))
+        if state.tp_reduce() == "nccl":  # benchmark switch only: order-dependent sum
+            from sglang.srt.distributed import tensor_model_parallel_all_reduce
+
+            out = tensor_model_parallel_all_reduce(partial)
+        else:
+            out = tree_sum(_gather_ranks(partial))
         if layer.bias is not None and not layer.skip_bias_add:
             out = out + layer.bias
     else:

@@ -17,6 +17,18 @@ _weight_dtype: torch.dtype = torch.bfloat16
 _row_shards: int = 1
 
 ROW_SHARDS_ENV = "HEAL_ROW_SHARDS"
+# "nccl" sums the row-parallel partials with SGLang's all-reduce instead of the ordered
+# gather + tree: for measuring what the ordering costs only; outputs then depend on TP.
+TP_REDUCE_ENV = "HEAL_TP_REDUCE"
+
+
+def tp_reduce() -> str:
+    import os
+
+    v = os.environ.get(TP_REDUCE_ENV, "ordered")
+    if v not in ("ordered", "nccl"):
+        raise ValueError(f"{TP_REDUCE_ENV}={v!r}: expected 'ordered' (default) or 'nccl'")
+    return v
 
 
 def mode() -> str | None:

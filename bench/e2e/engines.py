@@ -16,6 +16,10 @@ VARIANTS = {
     "chunk512": dict(chunked_prefill_size=512),
     "nograph": dict(chunked_prefill_size=-1, cuda_graph_backend_decode="disabled"),
     "speed": dict(),  # SGLang's defaults
+    # tensor parallelism (needs HEAL_ROW_SHARDS set alike for every engine compared)
+    "tp2": dict(chunked_prefill_size=-1, tp_size=2),
+    "tp4": dict(chunked_prefill_size=-1, tp_size=4),
+    "tp2-chunk64": dict(chunked_prefill_size=64, tp_size=2),
 }
 
 

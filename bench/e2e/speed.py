@@ -31,14 +31,14 @@ def _timed(eng, ids, new):
     return dt
 
 
-def worker(model_path: str, mode: str, result: str) -> None:
+def worker(model_path: str, mode: str, result: str, variant: str = "speed") -> None:
     import random
 
     rng = random.Random(0)
     one = [[rng.randrange(10, 30000) for _ in range(128)]]
     batch = [[rng.randrange(10, 30000) for _ in range(128)] for _ in range(64)]
     t0 = time.time()
-    eng = engines.start(model_path, mode, variant="speed", mem_fraction_static=0.85, context_length=2048)
+    eng = engines.start(model_path, mode, variant=variant, mem_fraction_static=0.85, context_length=2048)
     start_s = time.time() - t0
     try:
         _timed(eng, one, 257)
@@ -59,7 +59,8 @@ def main() -> int:
     ap.add_argument("--root", default="/tmp/heal-models")
     ap.add_argument("--out", required=True)
     ap.add_argument("--deadline", type=float, default=0)
-    ap.add_argument("--worker", nargs=3, metavar=("MODEL_PATH", "MODE", "RESULT"))
+    ap.add_argument("--variant", default="speed", help="engine variant of bench.e2e.engines (e.g. tp2)")
+    ap.add_argument("--worker", nargs=4, metavar=("MODEL_PATH", "MODE", "RESULT", "VARIANT"))
     a = ap.parse_args()
     if a.worker:
         worker(*a.worker)
@@ -74,7 +75,8 @@ def main() -> int:
             continue
         res = f"/tmp/speed-{a.model}-{mode}.json"
         try:
-            r = subprocess.run([sys.executable, "-m", "bench.e2e.speed", "--out", a.out, "--worker", path, mode, res],
+            r = subprocess.run([sys.executable, "-m", "bench.e2e.speed", "--out", a.out, "--worker", path, mode, res,
+                                a.variant],
                                capture_output=True, text=True, timeout=left)
             ok = r.returncode == 0
         except subprocess.TimeoutExpired:
@@ -87,7 +89,8 @@ def main() -> int:
     import torch
 
     meta = {"model": a.model, "device": torch.cuda.get_device_name(), "date": time.strftime("%Y-%m-%d"),
-            "torch": torch.__version__}
+            "torch": torch.__version__, "variant": a.variant,
+            "env": {k: os.environ[k] for k in ("HEAL_ROW_SHARDS", "HEAL_TP_REDUCE") if k in os.environ}}
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)

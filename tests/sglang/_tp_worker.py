@@ -3,18 +3,18 @@
 import os
 
 
-def run(rank: int, world: int, port: int, shards: int, out_dir: str) -> None:
+def run(rank: int, world: int, port: int, shards: int, out_dir: str, reduce: str = "ordered") -> None:
     os.environ["TRITON_INTERPRET"] = "1"
+    os.environ["HEAL_TP_REDUCE"] = reduce
+    import functools
+
     import torch
     from sglang.srt.distributed import (
         init_distributed_environment,
         initialize_model_parallel,
+        parallel_state,
         tensor_model_parallel_all_gather,
     )
-
-    import functools
-
-    from sglang.srt.distributed import parallel_state
 
     # A CPU process cannot open NCCL communicators: SGLang's groups fall back to gloo.
     parallel_state.init_model_parallel_group = functools.partial(
@@ -67,4 +67,4 @@ def run(rank: int, world: int, port: int, shards: int, out_dir: str) -> None:
         gu, _ = up(h)
         h = h + down(silu_and_mul(gu))[0]
         logits = tensor_model_parallel_all_gather(head.quant_method.apply(head, h))[:, :vocab]
-    torch.save({"h": h, "logits": logits}, os.path.join(out_dir, f"world{world}-shards{shards}-rank{rank}.pt"))
+    torch.save({"h": h, "logits": logits}, os.path.join(out_dir, f"world{world}-shards{shards}-{reduce}-rank{rank}.pt"))

@@ -23,11 +23,16 @@ def _port() -> int:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("tp")
-    for world, shards in ((1, 4), (2, 4), (4, 4), (1, 1)):
-        mp.start_processes(_tp_worker.run, args=(world, _port(), shards, str(out)), nprocs=world, join=True,
+    configs = ((1, 4, "ordered"), (2, 4, "ordered"), (4, 4, "ordered"), (1, 1, "ordered"), (4, 4, "nccl"))
+    for world, shards, reduce in configs:
+        mp.start_processes(_tp_worker.run, args=(world, _port(), shards, str(out), reduce), nprocs=world, join=True,
                            start_method="spawn")
-    return {(w, s, r): torch.load(out / f"world{w}-shards{s}-rank{r}.pt")
-            for w, s in ((1, 4), (2, 4), (4, 4), (1, 1)) for r in range(w)}
+    runs = {}
+    for w, s, red in configs:
+        for r in range(w):
+            key = (w, s, r) if red == "ordered" else (w, s, red, r)
+            runs[key] = torch.load(out / f"world{w}-shards{s}-{red}-rank{r}.pt")
+    return runs
 
 
 @pytest.mark.parametrize("world", [2, 4])
@@ -44,3 +49,9 @@ def test_the_shard_tree_is_what_makes_them_agree(runs):
     """One process with one K shard sums in another order: different bits (so the test above can fail)."""
     assert not torch.equal(runs[(1, 1, 0)]["h"], runs[(1, 4, 0)]["h"])
     assert (runs[(1, 1, 0)]["h"] - runs[(1, 4, 0)]["h"]).abs().max() < 1e-5
+
+
+def test_the_collective_sum_switch_still_serves(runs):
+    """HEAL_TP_REDUCE=nccl (for measuring what the ordering costs) sums through SGLang's all-reduce."""
+    got, ref = runs[(4, 4, "nccl", 0)]["h"], runs[(1, 4, 0)]["h"]
+    assert (got - ref).abs().max() < 1e-5

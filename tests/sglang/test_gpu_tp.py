@@ -1,0 +1,32 @@
+"""Tensor parallelism end to end (needs 2 GPUs; 4 for the TP=4 row): TP=1, 2 (and 4) give the
+same greedy outputs bitwise, with HEAL_ROW_SHARDS=4 for every engine compared."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs (nvidia-h200-x2)")
+def test_tp2_matches_tp1_across_the_matrix(tmp_path):
+    from bench.e2e import models
+
+    path = models.make("llama-small", os.environ.get("HEAL_MODELS", "/tmp/heal-models") + "/llama-small")
+    variants = "base,tp2,tp2-chunk64" + (",tp4" if torch.cuda.device_count() >= 4 else "")
+    out = os.path.join(os.environ.get("HEAL_RESULTS") or str(tmp_path), "repro-heal-tp")
+    env = dict(os.environ, HEAL_ROW_SHARDS="4", NCCL_NVLS_ENABLE="0")
+    r = subprocess.run([sys.executable, "-m", "bench.e2e.repro", "--model-path", path, "--modes", "heal",
+                        "--variants", variants, "--parallel", "1", "--out", out],
+                       capture_output=True, text=True, timeout=1500, env=env)
+    print(r.stdout)
+    assert r.returncode == 0, r.stdout + r.stderr
+    with open(os.path.join(out, "summary.json")) as f:
+        rows = json.load(f)["summary"]["heal"]
+    assert "TP=2 vs TP=1" in rows
+    for label, row in rows.items():
+        assert row["identical"] == row["n"], f"{label}: {row}"
