@@ -129,11 +129,13 @@ def _gather_ranks(t: torch.Tensor) -> list[torch.Tensor]:
     return parts
 
 
-class HealLinearMethod(LinearMethodBase):
+class _16BitWeights:
     def create_weights(self, layer, input_size_per_partition, output_partition_sizes, input_size, output_size,
                        params_dtype, **extra_weight_attrs):
         _create_16bit_weight(layer, input_size_per_partition, output_partition_sizes, extra_weight_attrs)
 
+
+class _HealCompute(_16BitWeights):
     def process_weights_after_loading(self, layer) -> None:
         _heal_convert(layer)
 
@@ -141,43 +143,29 @@ class HealLinearMethod(LinearMethodBase):
         return _heal_linear(layer, x, bias)
 
 
-class HealEmbeddingMethod(QuantizeMethodBase):
+class HealLinearMethod(_HealCompute, LinearMethodBase):
+    pass
+
+
+class HealEmbeddingMethod(_HealCompute, QuantizeMethodBase):
     """Embedding rows and (tied or untied) lm_head logits from the same converted weight."""
-
-    def create_weights(self, layer, input_size_per_partition, output_partition_sizes, input_size, output_size,
-                       params_dtype, **extra_weight_attrs):
-        _create_16bit_weight(layer, input_size_per_partition, output_partition_sizes, extra_weight_attrs)
-
-    def process_weights_after_loading(self, layer) -> None:
-        _heal_convert(layer)
-
-    def apply(self, layer, x, bias=None):
-        return _heal_linear(layer, x, bias)
 
     def embedding(self, layer, input_):
         # fp16 value times a power of two: the bf16 checkpoint value, exactly, in FP32
         return F.embedding(input_, layer.weight).float() * layer.heal_scale[input_].unsqueeze(-1)
 
 
-class LayerCastLinearMethod(LinearMethodBase):
-    def create_weights(self, layer, input_size_per_partition, output_partition_sizes, input_size, output_size,
-                       params_dtype, **extra_weight_attrs):
-        _create_16bit_weight(layer, input_size_per_partition, output_partition_sizes, extra_weight_attrs)
-
+class _LayerCastCompute(_16BitWeights):
     def apply(self, layer, x, bias=None):
         x = _fp32_input(type(layer).__name__, x)
         return F.linear(x, layer.weight.float(), None if bias is None else bias.float())
 
 
-class LayerCastEmbeddingMethod(QuantizeMethodBase):
-    def create_weights(self, layer, input_size_per_partition, output_partition_sizes, input_size, output_size,
-                       params_dtype, **extra_weight_attrs):
-        _create_16bit_weight(layer, input_size_per_partition, output_partition_sizes, extra_weight_attrs)
+class LayerCastLinearMethod(_LayerCastCompute, LinearMethodBase):
+    pass
 
-    def apply(self, layer, x, bias=None):
-        x = _fp32_input(type(layer).__name__, x)
-        return F.linear(x, layer.weight.float(), None if bias is None else bias.float())
 
+class LayerCastEmbeddingMethod(_LayerCastCompute, QuantizeMethodBase):
     def embedding(self, layer, input_):
         return F.embedding(input_, layer.weight).float()
 

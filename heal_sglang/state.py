@@ -22,10 +22,17 @@ ROW_SHARDS_ENV = "HEAL_ROW_SHARDS"
 TP_REDUCE_ENV = "HEAL_TP_REDUCE"
 
 
+_tp_reduce = "ordered"
+
+
 def tp_reduce() -> str:
+    return _tp_reduce
+
+
+def tp_reduce_from_env(environ=None) -> str:
     import os
 
-    v = os.environ.get(TP_REDUCE_ENV, "ordered")
+    v = (environ if environ is not None else os.environ).get(TP_REDUCE_ENV, "ordered")
     if v not in ("ordered", "nccl"):
         raise ValueError(f"{TP_REDUCE_ENV}={v!r}: expected 'ordered' (default) or 'nccl'")
     return v
@@ -77,10 +84,11 @@ def mode_for(quantization: str | None, dtype: torch.dtype | str | None) -> str |
 
 
 def set_mode(m: str | None, checkpoint_dtype: torch.dtype | None = None, row_shards: int = 1) -> None:
-    global _mode, _weight_dtype, _row_shards
+    global _mode, _weight_dtype, _row_shards, _tp_reduce
     if m not in (None, HEAL, LAYERCAST, FP32):
         raise ValueError(f"unknown heal_sglang mode {m!r}")
     _mode = m
     _row_shards = row_shards
+    _tp_reduce = tp_reduce_from_env()  # read once per process, not on every row-parallel forward
     # An FP32 checkpoint is stored as bf16: HEAL's weights are 16-bit by design.
     _weight_dtype = checkpoint_dtype if checkpoint_dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
