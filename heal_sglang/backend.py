@@ -26,8 +26,6 @@ class _Metadata:
 
 
 class HealAttnBackend(AttentionBackend):
-    needs_cpu_seq_lens = True
-
     def __init__(self, model_runner):
         super().__init__()
         pool = model_runner.token_to_kv_pool

@@ -43,9 +43,6 @@ class Int16KVCacheMethod(KVCacheQuantMethodBase):
         store_kv(Int16KV(k_buffer, k_scale_buffer, v_buffer, v_scale_buffer), loc,
                  cache_k.view(-1, h, d), cache_v.view(-1, h, d))
 
-    def dequantize_kv_tensor(self, tensor, scales, layer_id, dtype=None):
-        return dequantize(tensor, scales, dtype or torch.float32)
-
     def dequantize_prev_kv(self, k, k_scales, v, v_scales, layer_id):
         return dequantize(k, k_scales, torch.float32), dequantize(v, v_scales, torch.float32)
 
