@@ -62,21 +62,26 @@ def _fold(M, L, ACC, m, ls, acc):
 
 @triton.jit
 def _block(
-    m_i, l_i, acc, qh, ql, qs, pos_q, row_ok, b0, seq_len, kv_base,
-    idx_ptr, kc_ptr, ks_ptr, vc_ptr, vs_ptr, kvh, stride_cs, stride_ch, stride_ss,
+    m_i, l_i, acc, qh, ql, qs, pos_q, row_ok, b0, seq_len, slots,
+    kc_ptr, ks_ptr, vc_ptr, vs_ptr, kvh, stride_cs, stride_ch, stride_ss,
     window, cap, ones,
     HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_CAP: tl.constexpr,
     EXACT: tl.constexpr,
 ):
-    """One KV block [b0, b0 + BLOCK_N) of one sequence into the online-softmax state (log2 domain)."""
+    """One KV block [b0, b0 + BLOCK_N) of one sequence into the online-softmax state (log2 domain).
+
+    ``slots`` are the block's cache slots (loaded by the caller one block ahead); K, V and
+    their scales are all loaded before the first use, so the four loads are in flight together.
+    """
     pos_k = b0 + tl.arange(0, BLOCK_N)
     in_seq = pos_k < seq_len
-    slots = tl.load(idx_ptr + kv_base + pos_k, mask=in_seq, other=0).to(tl.int64)
     d = tl.arange(0, HEAD_DIM)
     k = tl.load(kc_ptr + slots[:, None] * stride_cs + kvh * stride_ch + d[None, :], mask=in_seq[:, None], other=0)
+    v = tl.load(vc_ptr + slots[:, None] * stride_cs + kvh * stride_ch + d[None, :], mask=in_seq[:, None], other=0)
+    sk = tl.load(ks_ptr + slots * stride_ss + kvh, mask=in_seq, other=0.0)
+    sv = tl.load(vs_ptr + slots * stride_ss + kvh, mask=in_seq, other=0.0)
     kh, kl = _split16(k.to(tl.int32))
     s_int = _qk_int(qh, ql, tl.trans(kh.to(tl.int8)), tl.trans(kl.to(tl.int8)))
-    sk = tl.load(ks_ptr + slots * stride_ss + kvh, mask=in_seq, other=0.0)
     s = s_int.to(tl.float32) * qs[:, None] * sk[None, :]
     if HAS_CAP:
         # cap * tanh(s / cap), tanh(y) = 1 - 2 / (exp(2y) + 1)
@@ -90,9 +95,7 @@ def _block(
     empty = m_new == float("-inf")
     alpha = tl.where(empty, 1.0, tl.exp2(m_i - m_new))
     p = tl.where(empty[:, None], 0.0, tl.exp2(s - m_new[:, None]))
-    sv = tl.load(vs_ptr + slots * stride_ss + kvh, mask=in_seq, other=0.0)
     p_hi, p_lo, p_inv = _split_tile(p * sv[None, :])
-    v = tl.load(vc_ptr + slots[:, None] * stride_cs + kvh * stride_ch + d[None, :], mask=in_seq[:, None], other=0)
     vh, vl = _split16(v.to(tl.int32))
     vh = vh.to(tl.float16)
     vl = vl.to(tl.float16)
@@ -124,14 +127,19 @@ def _attn_kernel(
 
     Extend (DECODE=0): grid (q tiles, sequences, kv heads); every split up to the
     tile's last position, folded in registers, output written.
-    Decode (DECODE=1): grid (splits, sequences, kv heads); one token per sequence,
-    the split's state written to the partials for _merge_kernel.
+    Decode (DECODE=1): grid (programs, sequences, kv heads); one token per sequence;
+    program p computes the sequence's splits p, p + programs, ... and writes each
+    split's state to the partials for _merge_kernel.  Splits past the sequence's end
+    are neither computed nor written: the merge stops at the sequence's last split,
+    and an empty split would be an exact identity of the fold anyway.
     """
     pid0 = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     kvh = tl.program_id(2).to(tl.int64)
     kv_base = tl.load(kv_indptr_ptr + b).to(tl.int64)
     seq_len = (tl.load(kv_indptr_ptr + b + 1) - kv_base).to(tl.int32)
+    if DECODE and pid0 * SPLIT >= seq_len:
+        return  # no split of this sequence is this program's: leave before loading anything
     if DECODE:
         q_start = b
         ext_len = 1
@@ -163,23 +171,30 @@ def _attn_kernel(
     L = tl.zeros([BLOCK_M], tl.float32)
     ACC = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
     if DECODE:
-        s_first = pid0
-        s_last = pid0
         end = seq_len
+        s_first = pid0
+        s_step = tl.num_programs(0)
     else:
         end = tl.minimum(seq_len - ext_len + (tile + 1) * TOKENS, seq_len)  # one past the tile's last position
         s_first = 0
-        s_last = (end - 1) // SPLIT
-    for s in range(s_first, s_last + 1):
+        s_step = 1
+    for s in range(s_first, tl.cdiv(end, SPLIT), s_step):
         m_i = tl.full([BLOCK_M], NEG_INF, tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
         acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-        for b0 in range(s * SPLIT, tl.minimum((s + 1) * SPLIT, end), BLOCK_N):
+        b_end = tl.minimum((s + 1) * SPLIT, end)
+        pos_n = s * SPLIT + tl.arange(0, BLOCK_N)
+        slots = tl.load(idx_ptr + kv_base + pos_n, mask=pos_n < seq_len, other=0).to(tl.int64)
+        for b0 in range(s * SPLIT, b_end, BLOCK_N):
+            # the next block's slots are fetched before this block's work
+            pos_n = b0 + BLOCK_N + tl.arange(0, BLOCK_N)
+            slots_next = tl.load(idx_ptr + kv_base + pos_n, mask=pos_n < seq_len, other=0).to(tl.int64)
             m_i, l_i, acc = _block(
-                m_i, l_i, acc, qh, ql, qs, pos_q, row_ok, b0, seq_len, kv_base,
-                idx_ptr, kc_ptr, ks_ptr, vc_ptr, vs_ptr, kvh, stride_cs, stride_ch, stride_ss,
+                m_i, l_i, acc, qh, ql, qs, pos_q, row_ok, b0, seq_len, slots,
+                kc_ptr, ks_ptr, vc_ptr, vs_ptr, kvh, stride_cs, stride_ch, stride_ss,
                 window, cap, ones, HEAD_DIM, BLOCK_N, HAS_WINDOW, HAS_CAP, EXACT,
             )
+            slots = slots_next
         if DECODE:
             part = b * stride_pb + head * stride_ph + s * stride_ps
             tl.store(pm_ptr + part, m_i, mask=row_ok)
@@ -194,18 +209,19 @@ def _attn_kernel(
 
 @triton.jit
 def _merge_kernel(
-    pm_ptr, pl_ptr, pacc_ptr, out_ptr, NUM_SPLITS,
+    pm_ptr, pl_ptr, pacc_ptr, out_ptr, kv_indptr_ptr,
     stride_pb, stride_ph, stride_ps, stride_ot, stride_oh,
-    HEADS_PER_PROG: tl.constexpr, HEAD_DIM: tl.constexpr,
+    SPLIT: tl.constexpr, HEADS_PER_PROG: tl.constexpr, HEAD_DIM: tl.constexpr,
 ):
     """Fold the decode splits of HEADS_PER_PROG (sequence, head) rows in ascending split order."""
     b = tl.program_id(0).to(tl.int64)
+    seq_len = tl.load(kv_indptr_ptr + b + 1) - tl.load(kv_indptr_ptr + b)
     h = tl.program_id(1).to(tl.int64) * HEADS_PER_PROG + tl.arange(0, HEADS_PER_PROG)
     d = tl.arange(0, HEAD_DIM)
     M = tl.full([HEADS_PER_PROG], float("-inf"), tl.float32)
     L = tl.zeros([HEADS_PER_PROG], tl.float32)
     ACC = tl.zeros([HEADS_PER_PROG, HEAD_DIM], tl.float32)
-    for s in range(0, NUM_SPLITS):
+    for s in range(0, tl.cdiv(seq_len, SPLIT)):
         part = b * stride_pb + h * stride_ph + s * stride_ps
         m = tl.load(pm_ptr + part)
         l_ = tl.load(pl_ptr + part)

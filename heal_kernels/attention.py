@@ -16,41 +16,20 @@ from __future__ import annotations
 import torch
 import triton
 
+from heal_kernels import configs
 from heal_kernels._attention_kernels import _attn_kernel, _merge_kernel, _qk_int_kernel
-from heal_kernels._runtime import FLOAT_DTYPES, check_tensor, is_interpret, out_buffer
+from heal_kernels._runtime import FLOAT_DTYPES, arch_key, check_tensor, out_buffer
 from heal_kernels.kv_int16 import Int16KV, check_cache, check_slots
 
-# KV splits are this many tokens, whatever the batch, the GPU or the context length.
-SPLIT_TOKENS = 256
 _INDEX_DTYPES = (torch.int32, torch.int64)
 
 
-# KV block in tokens: part of the numerics (block boundaries), the same for every path
-# and head_dim.  32 on the H100 (bench/kernels/probe_attention.py --blocks): decode 2x
-# faster than with 64 (fewer registers spilled), extend unchanged.
-KV_BLOCK = 32
-
-
-# Launch options by path; none of them changes a result bit (the GPU tests check that
-# decode and extend agree).  enable_fp_fusion=False: every fp32 expression is evaluated
-# as written, in every kernel that shares it.
-# Measured on the H100 (bench/kernels/probe_attention.py): decode at B16 x 8k is 5.4x
-# faster with one warp than with four, and 70x faster than with eight.
-LAUNCH = {
-    "extend": {"num_warps": 4, "num_stages": 1},
-    "decode": {"num_warps": 1, "num_stages": 1},
-    "merge": {"num_warps": 4, "num_stages": 1},
-}
-
-
-# Rows (token x q head of one kv group) per extend program; not part of the numerics.
-EXTEND_ROWS = 64
-
-
-def _launch_opts(path: str) -> dict:
-    if is_interpret():
+def _launch_opts(arch: str, path: str, launch: configs.AttentionLaunch | None) -> dict:
+    if arch == "interpret":
         return {"EXACT": True} if path != "merge" else {}
-    opts = {"enable_fp_fusion": False, **LAUNCH[path]}
+    launch = launch or configs.attention_launch(arch, path)
+    # enable_fp_fusion=False: every fp32 expression is evaluated as written, in every kernel that shares it.
+    opts = {"enable_fp_fusion": False, "num_warps": launch.num_warps, "num_stages": launch.num_stages}
     if path != "merge":
         opts["EXACT"] = False
     return opts
@@ -125,11 +104,14 @@ def attention_extend(
     logit_cap: float = 0.0,
     max_extend_len: int | None = None,
     out: torch.Tensor | None = None,
+    numerics: configs.AttentionNumerics | None = None,
+    launch: configs.AttentionLaunch | None = None,
 ) -> torch.Tensor:
     """Causal attention of the new tokens q [T, Hq, D] (``qo_indptr`` [B+1] delimits sequences).
 
     Sequence b has kv length kv_indptr[b+1] - kv_indptr[b], of which its last
     qo_indptr[b+1] - qo_indptr[b] positions are the new tokens (already in the cache).
+    ``numerics``/``launch`` override the pinned configs, for tests and probes only.
     """
     check_tensor("qo_indptr", qo_indptr, dtypes=_INDEX_DTYPES, ndim=1, device=q.device)
     n_seqs = qo_indptr.shape[0] - 1
@@ -139,8 +121,11 @@ def attention_extend(
     if t == 0 or n_seqs == 0:
         return out
     max_extend_len = _check_batch(cache, kv_indptr, kv_indices, qo_indptr, "max_extend_len", max_extend_len, t)
+    arch = arch_key(q.device)
+    numerics = numerics or configs.attention_numerics(arch)
+    rows = (launch or configs.attention_launch(arch, "extend")).rows
     group = hq // hk
-    block_m = max(EXTEND_ROWS, triton.next_power_of_2(group))
+    block_m = max(rows, triton.next_power_of_2(group))
     tokens = block_m // group
     grid = (triton.cdiv(max_extend_len, tokens), n_seqs, hk)
     _attn_kernel[grid](
@@ -149,8 +134,8 @@ def attention_extend(
         float(sm_scale), int(sliding_window), float(logit_cap),
         q.stride(0), q.stride(1), out.stride(0), out.stride(1),
         cache.k.stride(0), cache.k.stride(1), cache.k_scale.stride(0), 0, 0, 0,
-        GROUP=group, HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=KV_BLOCK, SPLIT=SPLIT_TOKENS, DECODE=False,
-        HAS_WINDOW=sliding_window >= 0, HAS_CAP=logit_cap > 0, **_launch_opts("extend"),
+        GROUP=group, HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=numerics.kv_block, SPLIT=numerics.split_tokens,
+        DECODE=False, HAS_WINDOW=sliding_window >= 0, HAS_CAP=logit_cap > 0, **_launch_opts(arch, "extend", launch),
     )
     return out
 
@@ -166,12 +151,15 @@ def attention_decode(
     logit_cap: float = 0.0,
     max_seq_len: int | None = None,
     out: torch.Tensor | None = None,
+    numerics: configs.AttentionNumerics | None = None,
+    launch: configs.AttentionLaunch | None = None,
 ) -> torch.Tensor:
     """One new token per sequence, q [B, Hq, D], at position kv_len - 1 (already in the cache).
 
-    The KV range is cut into SPLIT_TOKENS-token splits run in parallel and merged in
-    ascending order.  ``max_seq_len`` (>= every kv length; e.g. the context length for
-    CUDA graphs) fixes the number of splits launched; extra splits are empty.
+    The KV range is cut into fixed-size splits run in parallel and merged in ascending
+    order.  ``max_seq_len`` (>= every kv length; e.g. the context length for CUDA graphs)
+    bounds the splits; each sequence computes and merges only its own, so a large bound
+    costs partial buffers and idle programs, not work.
     """
     n_seqs = q.shape[0] if isinstance(q, torch.Tensor) and q.dim() == 3 else -1
     hq, hk, d = _check_common(q, cache, kv_indptr, kv_indices, sm_scale, sliding_window, logit_cap, n_seqs)
@@ -179,26 +167,32 @@ def attention_decode(
     if n_seqs == 0:
         return out
     max_seq_len = _check_batch(cache, kv_indptr, kv_indices, None, "max_seq_len", max_seq_len, n_seqs)
-    n_splits = max(1, triton.cdiv(max_seq_len, SPLIT_TOKENS))
+    arch = arch_key(q.device)
+    numerics = numerics or configs.attention_numerics(arch)
+    target = (launch or configs.attention_launch(arch, "decode")).programs or 1
+    n_splits = max(1, triton.cdiv(max_seq_len, numerics.split_tokens))
+    # Programs along the splits: enough to fill the GPU; each takes every n_prog-th split
+    # of its sequence, so splits past a sequence's end cost one idle program at most.
+    n_prog = min(n_splits, max(1, triton.cdiv(target, n_seqs * hk)))
     group = hq // hk
     block_m = max(16, triton.next_power_of_2(group))
     pm = torch.empty((n_seqs, hq, n_splits), dtype=torch.float32, device=q.device)
     pl = torch.empty_like(pm)
     pacc = torch.empty((n_seqs, hq, n_splits, d), dtype=torch.float32, device=q.device)
-    _attn_kernel[(n_splits, n_seqs, hk)](
+    _attn_kernel[(n_prog, n_seqs, hk)](
         q, out, pm, pl, pacc, kv_indptr, kv_indptr, kv_indices,
         cache.k, cache.k_scale, cache.v, cache.v_scale,
         float(sm_scale), int(sliding_window), float(logit_cap),
         q.stride(0), q.stride(1), out.stride(0), out.stride(1),
         cache.k.stride(0), cache.k.stride(1), cache.k_scale.stride(0),
         pm.stride(0), pm.stride(1), pm.stride(2),
-        GROUP=group, HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=KV_BLOCK, SPLIT=SPLIT_TOKENS, DECODE=True,
-        HAS_WINDOW=sliding_window >= 0, HAS_CAP=logit_cap > 0, **_launch_opts("decode"),
+        GROUP=group, HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=numerics.kv_block, SPLIT=numerics.split_tokens,
+        DECODE=True, HAS_WINDOW=sliding_window >= 0, HAS_CAP=logit_cap > 0, **_launch_opts(arch, "decode", launch),
     )
     hpp = min(8, hq & -hq)  # a power of two dividing hq
     _merge_kernel[(n_seqs, hq // hpp)](
-        pm, pl, pacc, out, n_splits, pm.stride(0), pm.stride(1), pm.stride(2), out.stride(0), out.stride(1),
-        HEADS_PER_PROG=hpp, HEAD_DIM=d, **_launch_opts("merge"),
+        pm, pl, pacc, out, kv_indptr, pm.stride(0), pm.stride(1), pm.stride(2), out.stride(0), out.stride(1),
+        SPLIT=numerics.split_tokens, HEADS_PER_PROG=hpp, HEAD_DIM=d, **_launch_opts(arch, "merge", None),
     )
     return out
 

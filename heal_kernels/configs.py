@@ -41,6 +41,24 @@ class MatmulTiles:
 
 
 @dataclass(frozen=True)
+class AttentionNumerics:
+    """Every attention choice that can change an output bit; the same for every path, batch and GPU."""
+
+    kv_block: int  # KV tokens per online-softmax step, blocks aligned to absolute positions
+    split_tokens: int  # tokens per split: each split starts from an empty state; splits fold in ascending order
+
+
+@dataclass(frozen=True)
+class AttentionLaunch:
+    """How one attention path is cut into programs; never changes a bit (decode == extend is tested)."""
+
+    num_warps: int
+    num_stages: int
+    rows: int = 0  # extend: (token x q head) rows per program
+    programs: int = 0  # decode: target programs per launch; each loops over splits programs apart
+
+
+@dataclass(frozen=True)
 class RowConfig:
     block: int
     num_warps: int
@@ -72,6 +90,31 @@ _GPU_TILES: tuple[tuple[int, int, MatmulTiles], ...] = (
 _INTERPRET_TILES: tuple[tuple[int, int, MatmulTiles], ...] = (
     (1 << 62, 0, _T(block_m=32, block_n=32, num_warps=4, num_stages=1)),
 )
+
+
+# 32-token blocks (bench/kernels/probe_attention.py --blocks, H100): decode 2x faster than
+# 64 (fewer registers spilled), extend unchanged.  256-token splits.
+_ATTN_NUMERICS = AttentionNumerics(kv_block=32, split_tokens=256)
+
+# Launch options by path, from the H100 (bench/kernels/probe_attention.py): decode at B16 x 8k
+# is 5.4x faster with one warp than with four.  Decode programs: one per (split, sequence, kv
+# head) up to `programs`, beyond which a program takes every programs-th split of its sequence.
+_ATTN_LAUNCH = {
+    "extend": AttentionLaunch(num_warps=4, num_stages=1, rows=64),
+    "decode": AttentionLaunch(num_warps=1, num_stages=1, programs=2048),
+    "merge": AttentionLaunch(num_warps=4, num_stages=1),
+}
+
+
+def attention_numerics(arch: str) -> AttentionNumerics:
+    """One setting everywhere: extend, decode, any batch, any GPU."""
+    del arch
+    return _ATTN_NUMERICS
+
+
+def attention_launch(arch: str, path: str) -> AttentionLaunch:
+    del arch
+    return _ATTN_LAUNCH[path]
 
 
 def matmul_numerics(arch: str, w_dtype: torch.dtype, n: int, k: int) -> MatmulNumerics:

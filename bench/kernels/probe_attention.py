@@ -1,10 +1,11 @@
 """GPU probe of HEAL attention: time by launch options (warps, stages, rows) and KV block size; accuracy.
 
-    python -m bench.kernels.probe_attention [--accuracy | --blocks | --extend-rows]
+    python -m bench.kernels.probe_attention [--accuracy | --blocks | --extend-rows | --decode-shapes]
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import sys
 
@@ -13,7 +14,7 @@ import triton.testing
 
 from bench.shapes import LLAMA3_8B_HEADS
 from bench.timing import capture
-from heal_kernels import attention, kv_int16
+from heal_kernels import attention, configs, kv_int16
 
 HQ, HK, D = LLAMA3_8B_HEADS
 
@@ -76,7 +77,8 @@ def decode_case(bs=16, ctx=8192):
     kvp = torch.arange(0, slots + 1, ctx, device="cuda", dtype=torch.int32)
     kvi = torch.randperm(slots, device="cuda")
     q = torch.randn(bs, HQ, D, device="cuda")
-    call = lambda: attention.attention_decode(q, cache, kvp, kvi, sm_scale=D**-0.5, max_seq_len=ctx)
+    call = lambda max_seq_len=ctx, **kw: attention.attention_decode(q, cache, kvp, kvi, sm_scale=D**-0.5,
+                                                                     max_seq_len=max_seq_len, **kw)
     return call, slots * kv_int16.bytes_per_token(HK, D)
 
 
@@ -89,17 +91,17 @@ def extend_case(t=4096):
     qx = torch.randn(t, HQ, D, device="cuda")
     qo = torch.tensor([0, t], device="cuda", dtype=torch.int32)
     loc = torch.arange(t, device="cuda")
-    return lambda: attention.attention_extend(qx, cache, qo, qo, loc, sm_scale=D**-0.5, max_extend_len=t)
+    return lambda **kw: attention.attention_extend(qx, cache, qo, qo, loc, sm_scale=D**-0.5, max_extend_len=t, **kw)
 
 
-def _sweep(label, call, settings, apply, reps=5, nbytes=0):
-    """Time `call` under each setting (apply(setting) patches the launcher); check the bits never move."""
+def _sweep(label, call, settings, kwargs, reps=5, nbytes=0):
+    """Time `call(**kwargs(setting))` for each setting; check the bits never move."""
     ref = None
     for setting in settings:
-        apply(setting)
+        kw = kwargs(setting)
         try:
-            out = call()
-            t = us(call, reps)
+            out = call(**kw)
+            t = us(lambda: call(**kw), reps)
         except Exception as e:  # noqa: BLE001 - an out-of-resources setting is reported and skipped
             print(f"  {label} {setting}: {str(e)[:60]}")
             continue
@@ -108,36 +110,55 @@ def _sweep(label, call, settings, apply, reps=5, nbytes=0):
         print(f"  {label} {setting}: {t:.1f} us{bw} same bits {torch.equal(out, ref)} {_resources()}", flush=True)
 
 
+def _launch(path, warps, stages, **kw):
+    base = configs.attention_launch("sm90", path)
+    return {"launch": dataclasses.replace(base, num_warps=warps, num_stages=stages, **kw)}
+
+
 def block_sweep():
     """Decode and extend time by KV block size (a numerics choice: both paths must use the same)."""
     dec, nbytes = decode_case()
     ext = extend_case()
     for bn in (64, 32, 16):
-        attention.KV_BLOCK = bn
+        num = configs.AttentionNumerics(kv_block=bn, split_tokens=configs.attention_numerics("sm90").split_tokens)
         _sweep(f"BN{bn} decode", dec, [(nw, 1) for nw in (1, 2, 4)],
-               lambda st: attention.LAUNCH.update(decode={"num_warps": st[0], "num_stages": st[1]}), nbytes=nbytes)
+               lambda st: {"numerics": num, **_launch("decode", *st)}, nbytes=nbytes)
         _sweep(f"BN{bn} extend", ext, [(nw, 1) for nw in (4, 8)],
-               lambda st: attention.LAUNCH.update(extend={"num_warps": st[0], "num_stages": st[1]}), reps=2)
+               lambda st: {"numerics": num, **_launch("extend", *st)}, reps=2)
 
 
 def extend_rows():
     """Extend (4k prefill) time by rows per program, warps and stages (not numerics: same bits)."""
-
-    def apply(st):
-        attention.EXTEND_ROWS = st[0]
-        attention.LAUNCH["extend"] = {"num_warps": st[1], "num_stages": st[2]}
-
     _sweep("extend 4k rows/warps/stages", extend_case(), itertools.product((32, 64, 128), (2, 4, 8), (1, 2)),
-           apply, reps=2)
+           lambda st: _launch("extend", st[1], st[2], rows=st[0]), reps=2)
 
 
 def launch_sweep():
     """Decode and extend time by warps and stages."""
     dec, nbytes = decode_case()
     _sweep("decode B16 ctx8192 warps/stages", dec, itertools.product((1, 2, 4, 8), (1, 2, 3)),
-           lambda st: attention.LAUNCH.update(decode={"num_warps": st[0], "num_stages": st[1]}), nbytes=nbytes)
+           lambda st: _launch("decode", *st), nbytes=nbytes)
     _sweep("extend 4k warps/stages", extend_case(), itertools.product((4, 8), (1, 2, 3)),
-           lambda st: attention.LAUNCH.update(extend={"num_warps": st[0], "num_stages": st[1]}), reps=2)
+           lambda st: _launch("extend", *st), reps=2)
+
+
+def decode_shapes():
+    """Decode by batch x context, at the exact bound and at a 131072-token bound (CUDA graphs at the
+    model's default context length), by target programs, warps and split size (split size is numerics)."""
+    for bs, ctx in ((1, 128), (1, 1024), (1, 8192), (16, 4096), (64, 1024)):
+        dec, nbytes = decode_case(bs, ctx)
+        _sweep(f"decode B{bs} ctx{ctx} bound/programs/warps/stages", dec,
+               [(ctx, 8192, 1, 1), (131072, 8192, 1, 1), (131072, 2048, 1, 1), (ctx, 8192, 2, 1), (ctx, 8192, 1, 2),
+                (ctx, 8192, 2, 2), (ctx, 32768, 1, 1)],
+               lambda st: {"max_seq_len": st[0], **_launch("decode", st[2], st[3], programs=st[1])}, nbytes=nbytes)
+        for split in (64, 128):
+            num = configs.AttentionNumerics(kv_block=32, split_tokens=split)
+            _sweep(f"decode B{bs} ctx{ctx} split {split}", dec, [(1, 1), (2, 1)],
+                   lambda st: {"numerics": num, **_launch("decode", *st)}, nbytes=nbytes)
+    for split in (256, 128, 64):
+        num = configs.AttentionNumerics(kv_block=32, split_tokens=split)
+        _sweep(f"extend 4k split {split}", extend_case(), [(4, 1)],
+               lambda st: {"numerics": num, **_launch("extend", *st)}, reps=2)
 
 
 def main():
@@ -147,6 +168,8 @@ def main():
         accuracy()
     elif "--blocks" in sys.argv:
         block_sweep()
+    elif "--decode-shapes" in sys.argv:
+        decode_shapes()
     else:
         launch_sweep()
 
