@@ -23,11 +23,15 @@ def prepare(args) -> None:
     q = args.quantization
     backends = {f: getattr(args, f, None) for f in ("attention_backend", "prefill_attention_backend",
                                                      "decode_attention_backend")}
-    wants_heal_attn = any(b == HEAL for b in backends.values())
-    if wants_heal_attn and q != HEAL:
+    heal_attn = [f for f, b in backends.items() if b == HEAL]
+    if heal_attn and q is None:
+        # the design's own command: --attention-backend heal alone serves HEAL, the same
+        # server bit for bit as --quantization heal
+        args.quantization = q = HEAL
+    elif heal_attn and q != HEAL:
         raise ValueError(
-            f"--attention-backend heal runs the whole model in HEAL numerics and needs --quantization heal "
-            f"(got --quantization {q})"
+            f"{_flag(heal_attn[0])} heal cannot be combined with --quantization {q}: heal computes the whole model "
+            "in HEAL numerics from the checkpoint's 16-bit weights (drop --quantization, or pass --quantization heal)"
         )
     if q == HEAL:
         for f, b in backends.items():

@@ -190,6 +190,22 @@ class _FP32ActivationConfig(QuantizationConfig):
         return []  # works on any unquantized checkpoint
 
     @classmethod
+    def override_quantization_method(cls, hf_quant_cfg, user_quant) -> str | None:
+        # SGLang asks every method while it reads a checkpoint's quantization_config; a
+        # pre-quantized checkpoint cannot be served from its 16-bit weights, so refuse it
+        # here, at start-up, in our words rather than SGLang's generic mismatch.
+        if user_quant == cls.name and hf_quant_cfg:
+            method = hf_quant_cfg.get("quant_method", "?") if isinstance(hf_quant_cfg, dict) else "?"
+            flags = f"--quantization {cls.name}"
+            if cls.name == "heal":
+                flags = "--attention-backend heal / --quantization heal"
+            raise ValueError(
+                f"{flags} serves 16-bit (bf16/fp16) checkpoints only, but this checkpoint is pre-quantized "
+                f"(its config carries quantization_config with quant_method={method!r}); use its 16-bit original"
+            )
+        return None
+
+    @classmethod
     def from_config(cls, config: dict[str, Any]):
         return cls()
 

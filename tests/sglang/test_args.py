@@ -22,7 +22,8 @@ def _args(path, **kw):
     return ServerArgs(model_path=path, device="cuda", **kw)
 
 
-@pytest.mark.parametrize("kw", [dict(attention_backend="heal", quantization="heal"), dict(quantization="heal")])
+@pytest.mark.parametrize("kw", [dict(attention_backend="heal", quantization="heal"), dict(quantization="heal"),
+                                dict(attention_backend="heal")], ids=["both", "quantization", "attention_backend"])
 def test_heal_resolves_to_fp32_activations_and_no_prefill_graphs(plugin, tiny_model, kw):
     sa = _args(tiny_model, **kw)
     assert (sa.dtype, sa.attention_backend, sa.quantization) == ("float32", "heal", "heal")
@@ -41,7 +42,13 @@ def test_stock_arguments_are_untouched(plugin, tiny_model):
 
 
 @pytest.mark.parametrize("kw, needle", [
-    (dict(attention_backend="heal"), "--attention-backend heal runs the whole model in HEAL numerics"),
+    (dict(attention_backend="heal", quantization="fp8"), "--attention-backend heal cannot be combined with "
+                                                         "--quantization fp8"),
+    (dict(attention_backend="heal", quantization="awq"), "--attention-backend heal cannot be combined with "
+                                                         "--quantization awq"),
+    (dict(attention_backend="heal", quantization="layercast"), "--attention-backend heal cannot be combined with "
+                                                               "--quantization layercast"),
+    (dict(decode_attention_backend="heal", quantization="fp8"), "--decode-attention-backend heal cannot be combined"),
     (dict(quantization="heal", attention_backend="triton"), "--quantization heal needs --attention-backend heal"),
     (dict(quantization="heal", decode_attention_backend="flashinfer"), "--decode-attention-backend heal"),
     (dict(quantization="heal", dtype="bfloat16"), "drop --dtype bfloat16"),
@@ -59,6 +66,29 @@ def test_invalid_combinations_name_the_flag(plugin, tiny_model, kw, needle):
     with pytest.raises(ValueError) as e:
         _args(tiny_model, **kw)
     assert needle in str(e.value)
+
+
+@pytest.fixture(scope="module")
+def prequantized_model(tiny_model, tmp_path_factory):
+    """The tiny checkpoint with an FP8 quantization_config, as a pre-quantized model carries it."""
+    import json
+    import shutil
+
+    path = tmp_path_factory.mktemp("tiny-llama-fp8")
+    shutil.copytree(tiny_model, path, dirs_exist_ok=True)
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["quantization_config"] = {"quant_method": "fp8", "activation_scheme": "dynamic"}
+    (path / "config.json").write_text(json.dumps(cfg))
+    return str(path)
+
+
+@pytest.mark.parametrize("kw", [dict(attention_backend="heal"), dict(quantization="heal"),
+                                dict(quantization="layercast", attention_backend="triton")],
+                         ids=["attention_backend", "quantization", "layercast"])
+def test_prequantized_checkpoint_is_refused_at_start_up(plugin, prequantized_model, kw):
+    with pytest.raises(ValueError) as e:
+        _args(prequantized_model, **kw)
+    assert "16-bit (bf16/fp16) checkpoints only" in str(e.value) and "'fp8'" in str(e.value)
 
 
 def test_tensor_parallel_needs_a_row_shard_count_it_divides(plugin, tiny_model, monkeypatch):

@@ -32,23 +32,22 @@ def _post(url, body):
         return json.loads(r.read())
 
 
-def test_server_answers_generate_and_completions():
+def _serve_and_query(path, flags):
+    """Start `python -m sglang.launch_server` with `flags`, query /generate twice and /v1/completions."""
     import urllib.request
 
-    path = _model("llama-small")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "sglang.launch_server", "--model-path", path, "--attention-backend", "heal",
-           "--quantization", "heal", "--port", str(port), "--context-length", "2048", "--cuda-graph-max-bs-decode",
-           "16", "--mem-fraction-static", "0.5"]
+    cmd = [sys.executable, "-m", "sglang.launch_server", "--model-path", path, *flags, "--port", str(port),
+           "--context-length", "2048", "--cuda-graph-max-bs-decode", "16", "--mem-fraction-static", "0.5"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 420
         while True:
             if proc.poll() is not None:
-                pytest.fail("server exited:\n" + proc.stdout.read()[-4000:])
+                pytest.fail(f"server {flags} exited:\n" + proc.stdout.read()[-4000:])
             try:
                 with urllib.request.urlopen(base + "/health", timeout=5) as r:
                     if r.status == 200:
@@ -58,20 +57,37 @@ def test_server_answers_generate_and_completions():
             assert time.time() < deadline, "server did not become healthy in 420 s"
             time.sleep(2)
         prompt = " ".join(f"t{i * 37 % 500}" for i in range(60))
-        body = {"text": prompt, "sampling_params": {"temperature": 0, "max_new_tokens": 24, "ignore_eos": True}}
+        body = {"text": prompt, "return_logprob": True,
+                "sampling_params": {"temperature": 0, "max_new_tokens": 24, "ignore_eos": True}}
         g1, g2 = _post(base + "/generate", body), _post(base + "/generate", body)
-        assert g1["meta_info"]["completion_tokens"] == 24 and g1["text"].strip()
-        assert g1["text"] == g2["text"]
         c = _post(base + "/v1/completions", {"model": path, "prompt": prompt, "max_tokens": 24, "temperature": 0,
                                              "ignore_eos": True})
-        assert c["choices"][0]["text"] == g1["text"]
-        assert c["usage"]["completion_tokens"] == 24
+        return g1, g2, c
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def test_design_command_serves_the_same_bits_as_quantization_heal():
+    """`--attention-backend heal` alone (the design's command) and `--quantization heal` are one server."""
+    path = _model("llama-small")
+    runs = {}
+    for label, flags in (("attention-backend", ["--attention-backend", "heal"]),
+                         ("quantization", ["--quantization", "heal"])):
+        g1, g2, c = _serve_and_query(path, flags)
+        assert g1["meta_info"]["completion_tokens"] == 24 and g1["text"].strip()
+        assert g1["text"] == g2["text"] and g1["meta_info"]["output_token_logprobs"] == \
+            g2["meta_info"]["output_token_logprobs"]
+        assert c["choices"][0]["text"] == g1["text"]
+        assert c["usage"]["completion_tokens"] == 24
+        runs[label] = g1
+    a, q = runs["attention-backend"], runs["quantization"]
+    assert a["text"] == q["text"]
+    # (logprob, token id, text) per token: the same tokens and bitwise the same logprobs
+    assert a["meta_info"]["output_token_logprobs"] == q["meta_info"]["output_token_logprobs"]
 
 
 def test_heal_outputs_are_bitwise_identical_across_the_matrix(tmp_path):
