@@ -2,7 +2,8 @@
 PYTHON ?= python3
 PYTEST = $(PYTHON) -m pytest
 
-.PHONY: install test test-gpu bench bench-e2e lint
+.PHONY: install test test-gpu bench bench-compare lint
+BENCH ?= full
 
 # SGLang 0.5.17 (about 9 GB with its CUDA wheels) installs and imports on CPU-only machines too.
 install:
@@ -16,14 +17,15 @@ test:
 test-gpu:
 	$(PYTEST) -q tests
 
+# GPU: kernel and end-to-end pytest-benchmark suites, one JSON per run in bench/results/, then the
+# report (markdown + plots beside it). BENCH=quick: the end-to-end subset that fits about 8 minutes.
+# BENCH_ARGS passes pytest options, e.g. BENCH_ARGS="--e2e-modes bf16,heal --model-path /models/llama".
 bench:
-	$(PYTEST) -q bench --benchmark-json=bench-results.json --benchmark-columns=median,rounds
-	$(PYTHON) -m bench.report bench-results.json
+	$(PYTHON) -m bench.run --set $(BENCH) $(BENCH_ARGS)
 
-# End to end through SGLang engines (GPU): ms/token and tok/s per mode, same run.
-bench-e2e:
-	$(PYTHON) -m bench.e2e.speed --model llama-8b --out bench-e2e-llama-8b.json
-	$(PYTHON) -m bench.e2e.speed --model llama-1b --out bench-e2e-llama-1b.json
+# Which benchmarks moved beyond the run-to-run spread measured in the two files.
+bench-compare:
+	$(PYTHON) -m bench.compare $(OLD) $(NEW)
 
 lint:
 	$(PYTHON) -m ruff check heal_kernels heal_sglang bench tests

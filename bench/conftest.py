@@ -1,7 +1,52 @@
-"""Benchmarks run on the GPU only (`make bench`); on a CPU machine they are skipped."""
+"""Benchmarks run on the GPU only (`make bench`); on a CPU machine they are skipped.
+
+End-to-end options (bench/e2e/test_bench_e2e.py); comma-separated lists override the set:
+  --e2e-set quick|full   which models, modes, variants and workloads (bench/e2e/workloads.py)
+  --e2e-models           synthetic shapes of bench/e2e/models.py (llama-8b, llama-1b, ...)
+  --model-path           a real checkpoint instead of the synthetic models
+  --e2e-modes            bf16, det, fp32, layercast, heal
+  --e2e-variants         serving variants of bench/e2e/engines.py (default, ctx4096, eager, tp2-default)
+  --e2e-workloads        names in bench/e2e/workloads.py
+"""
 
 import pytest
 import torch
+
+
+def pytest_addoption(parser):
+    g = parser.getgroup("heal e2e benchmarks")
+    g.addoption("--e2e-set", default="full", choices=("quick", "full"))
+    for name in ("models", "modes", "variants", "workloads"):
+        g.addoption(f"--e2e-{name}", default="")
+    g.addoption("--model-path", default="")
+    g.addoption("--e2e-root", default="/tmp/heal-models", help="where synthetic checkpoints are made")
+
+
+def e2e_cases(config) -> list[tuple]:
+    from bench.e2e import engines
+    from bench.e2e.workloads import FULL, QUICK, WORKLOADS
+
+    chosen = dict(QUICK if config.getoption("--e2e-set") == "quick" else FULL)
+    for name in ("models", "modes", "variants", "workloads"):
+        v = config.getoption(f"--e2e-{name}")
+        if v:
+            chosen[name] = v.split(",")
+    known = {"modes": engines.MODES, "variants": engines.VARIANTS, "workloads": WORKLOADS}
+    for name, table in known.items():
+        bad = [x for x in chosen[name] if x not in table]
+        if bad:
+            raise pytest.UsageError(f"--e2e-{name}: unknown {', '.join(bad)} (known: {', '.join(table)})")
+    path = config.getoption("--model-path") or None
+    models = [None] if path else chosen["models"]
+    return [(m, path, v, mode, w) for m in models for v in chosen["variants"] for mode in chosen["modes"]
+            for w in chosen["workloads"]]
+
+
+def pytest_generate_tests(metafunc):
+    if "e2e_case" in metafunc.fixturenames:
+        cases = e2e_cases(metafunc.config)
+        ids = ["-".join(x for x in (m or "model", v, mode, w)) for m, _, v, mode, w in cases]
+        metafunc.parametrize("e2e_case", cases, ids=ids)
 
 
 def pytest_collection_modifyitems(config, items):

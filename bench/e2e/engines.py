@@ -8,7 +8,12 @@ MODES = {
     "layercast": dict(attention_backend="triton", quantization="layercast"),
     "fp32": dict(attention_backend="triton", dtype="float32"),
     "heal": dict(attention_backend="heal", quantization="heal"),
+    # TP only: row-parallel partials summed by NCCL instead of heal's ordered gather + tree,
+    # to measure what the ordering costs (outputs then depend on the TP size)
+    "heal-nccl": dict(attention_backend="heal", quantization="heal"),
 }
+# Environment a mode's engine processes start with.
+MODE_ENV = {"heal-nccl": {"HEAL_TP_REDUCE": "nccl"}}
 
 VARIANTS = {
     "base": dict(chunked_prefill_size=-1),
@@ -16,6 +21,11 @@ VARIANTS = {
     "chunk512": dict(chunked_prefill_size=512),
     "nograph": dict(chunked_prefill_size=-1, cuda_graph_backend_decode="disabled"),
     "speed": dict(),  # SGLang's defaults
+    # make bench's serving variants: SGLang's defaults, the checkpoint's own context length
+    "default": dict(),
+    "ctx4096": dict(context_length=4096),
+    "eager": dict(cuda_graph_backend_decode="disabled"),  # as a batch above --cuda-graph-max-bs runs
+    "tp2-default": dict(tp_size=2),
     # tensor parallelism (needs HEAL_ROW_SHARDS set alike for every engine compared)
     "tp2": dict(chunked_prefill_size=-1, tp_size=2),
     "tp4": dict(chunked_prefill_size=-1, tp_size=4),
@@ -33,6 +43,18 @@ def engine_kwargs(model_path: str, mode: str, variant: str = "base", **extra) ->
 
 
 def start(model_path: str, mode: str, variant: str = "base", **extra):
+    import os
+
     import sglang as sgl
 
-    return sgl.Engine(**engine_kwargs(model_path, mode, variant, **extra))
+    env = MODE_ENV.get(mode, {})
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # the scheduler processes SGLang spawns inherit it
+    try:
+        return sgl.Engine(**engine_kwargs(model_path, mode, variant, **extra))
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -18,10 +18,14 @@ SHAPES = {
                                num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
                                rope_theta=500000.0, rope_scaling={"rope_type": "llama3", "factor": 8.0,
                                                                   "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                                                                  "original_max_position_embeddings": 8192})),
+                                                                  "original_max_position_embeddings": 8192},
+                               max_position_embeddings=131072)),
     "llama-1b": ("llama", dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
                                num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
-                               rope_theta=500000.0, tie_word_embeddings=True, head_dim=64)),
+                               rope_theta=500000.0, tie_word_embeddings=True, head_dim=64,
+                               rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+                                             "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+                               max_position_embeddings=131072)),
     "llama-small": ("llama", dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=12,
                                   num_attention_heads=16, num_key_value_heads=4, vocab_size=32000)),
     "qwen2-small": ("qwen2", dict(hidden_size=1024, intermediate_size=2816, num_hidden_layers=8,
@@ -46,7 +50,10 @@ def _tokenizer(vocab_size: int, path: str) -> None:
 
 
 def make(name: str, path: str, seed: int = 0, context: int = 4096) -> str:
-    """Create (once) the checkpoint ``name`` under ``path``; returns path."""
+    """Create (once) the checkpoint ``name`` under ``path``; returns path.
+
+    ``context`` is max_position_embeddings for shapes that do not carry their real model's own.
+    """
     import torch
     import transformers
 
@@ -58,7 +65,8 @@ def make(name: str, path: str, seed: int = 0, context: int = 4096) -> str:
     model_cls = {"llama": transformers.LlamaForCausalLM, "qwen2": transformers.Qwen2ForCausalLM,
                  "qwen3": transformers.Qwen3ForCausalLM}[arch]
     vocab = over["vocab_size"]
-    cfg = cfg_cls(**over, max_position_embeddings=context, initializer_range=0.02, torch_dtype="bfloat16",
+    over = {"max_position_embeddings": context, **over}  # the 8B and 1B shapes carry Llama-3.1/3.2's 131072
+    cfg = cfg_cls(**over, initializer_range=0.02, torch_dtype="bfloat16",
                   bos_token_id=vocab - 2, eos_token_id=vocab - 1)
     torch.manual_seed(seed)
     with torch.device("cuda" if torch.cuda.is_available() else "cpu"):

@@ -1,0 +1,67 @@
+"""`make bench`: the kernel and end-to-end pytest-benchmark suites in one run, then the report.
+
+    python -m bench.run [--set quick|full] [pytest options, e.g. --e2e-modes bf16,heal --model-path M]
+
+Results: bench/results/<gpu>-<date>.json (pytest-benchmark JSON) and, beside it,
+<gpu>-<date>.md with the tables and PNG plots (bench/report.py). Refuses, in one line and
+with a non-zero exit, on a machine without a CUDA GPU: nothing is timed under the interpreter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+
+
+def gpu_problem() -> str | None:
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        return "TRITON_INTERPRET is set: the kernels would run in the CPU interpreter"
+    try:
+        import torch
+    except ImportError:
+        return "torch is not installed"
+    if not torch.cuda.is_available():
+        return "torch.cuda.is_available() is False"
+    return None
+
+
+def results_path(device_name: str, date: str | None = None, root: str = "bench/results") -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", device_name.lower().replace("nvidia", "")).strip("-")
+    base = os.path.join(root, f"{slug}-{date or time.strftime('%Y-%m-%d')}")
+    path, i = base + ".json", 2
+    while os.path.exists(path):  # never overwrite an earlier run of the same day
+        path, i = f"{base}-{i}.json", i + 1
+    return path
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--set", default="full", choices=("quick", "full"))
+    ap.add_argument("--out", default="", help="result JSON (default bench/results/<gpu>-<date>.json)")
+    a, rest = ap.parse_known_args(argv)
+    problem = gpu_problem()
+    if problem:
+        print(f"make bench: no CUDA GPU here ({problem}); benchmarks time real GPUs only.", file=sys.stderr)
+        return 2
+    import pytest
+    import torch
+
+    out = a.out or results_path(torch.cuda.get_device_name())
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    suites = ["bench/e2e/test_bench_e2e.py"] if a.set == "quick" else ["bench"]
+    args = [*suites, "-v", "-s", "-p", "no:randomly", f"--e2e-set={a.set}", f"--benchmark-json={out}",
+            "--benchmark-columns=median,iqr,rounds", *rest]
+    print(f"make bench ({a.set}): pytest {' '.join(args)}", flush=True)
+    rc = pytest.main(args)
+    if os.path.exists(out):
+        from bench import report
+
+        report.main([out, "--out", os.path.splitext(out)[0]])
+    return int(rc)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

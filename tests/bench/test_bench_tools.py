@@ -1,0 +1,116 @@
+"""`make bench`'s tools without a GPU: result parsing, the regression check, the report and
+plots from stored fixtures, the end-to-end parametrization, and the refusal on a CPU machine.
+
+fixtures/old.json and new.json are pytest-benchmark files of the end-to-end suite's shape:
+between them HEAL's decode benchmark got slower by 0.35 s with a 0.01 s spread (a
+regression) and its throughput benchmark moved by 0.07 s inside a 0.3 s spread (noise).
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bench import compare, report, run
+from bench.e2e.workloads import QUICK, WORKLOADS, Workload, fits, kv_bytes_per_token
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FIX = os.path.join(os.path.dirname(__file__), "fixtures")
+OLD, NEW = os.path.join(FIX, "old.json"), os.path.join(FIX, "new.json")
+
+
+def test_result_files_parse_into_rows_with_their_spread():
+    rows, data = report.load_rows(OLD)
+    assert len(rows) == 6 and data["datetime"] == "2026-11-25T12:00:00"
+    heal = next(r for r in rows if r["mode"] == "heal" and r["kind"] == "decode")
+    assert heal["ms_per_token"] == 7.0 and heal["_iqr"] == 0.01
+
+
+def test_compare_flags_the_regression_and_not_the_noise():
+    reg, imp, same, gone, added = compare.compare(compare.load(OLD), compare.load(NEW))
+    assert [c.name for c in reg] == ["bench/e2e/test_bench_e2e.py::test_e2e[llama-8b-default-heal-decode_b1_ctx128]"]
+    assert reg[0].ratio == pytest.approx(1.40 / 1.05)
+    assert imp == [] and gone == [] and added == []
+    assert "bench/e2e/test_bench_e2e.py::test_e2e[llama-8b-default-heal-tput_64x128x128]" in [c.name for c in same]
+    # the same run against itself: nothing moves
+    reg2, imp2, *_ = compare.compare(compare.load(NEW), compare.load(NEW))
+    assert reg2 == [] and imp2 == []
+
+
+def test_compare_command_exits_nonzero_on_a_regression(capsys):
+    assert compare.main([OLD, NEW]) == 1
+    out = capsys.readouterr().out
+    assert "REGRESSION" in out and "heal-decode_b1_ctx128" in out and "1 slower, 0 faster, 5 within the spread" in out
+    assert compare.main([NEW, OLD]) == 0  # the reverse is an improvement, not a regression
+    assert "improved" in capsys.readouterr().out
+
+
+def test_noise_is_measured_from_the_runs():
+    assert compare.noise({"rounds": 5, "iqr": 0.02, "min": 0.0, "max": 1.0}) == 0.02
+    assert compare.noise({"rounds": 3, "iqr": 0.02, "min": 0.5, "max": 0.8}) == pytest.approx(0.3)
+
+
+def test_overhead_reduction_is_the_papers_formula():
+    assert report.overhead_reduction(12.0, 6.0, 7.0) == pytest.approx(6.0)
+    assert report.overhead_reduction(12.0, 6.0, 5.0) == float("inf")
+
+
+def test_report_renders_tables_and_plots_from_a_fixture(tmp_path):
+    prefix = str(tmp_path / "run")
+    report.main([OLD, "--out", prefix])
+    md = open(prefix + ".md").read()
+    assert "### End to end" in md
+    # decode: (12 - 6) / (7 - 6) = 6.0x; throughput with 1/tok_s as the cost: 3.7x
+    heal_rows = [line for line in md.splitlines() if "| heal |" in line]
+    assert len(heal_rows) == 2
+    assert "| 6.0x |" in heal_rows[0] and "| 1.17 |" in heal_rows[0]
+    assert "| 3.7x |" in heal_rows[1] and "| 2.00 |" in heal_rows[1]
+    png = open(prefix + "-overhead.png", "rb").read()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_results_path_names_gpu_and_date_and_never_overwrites(tmp_path):
+    p = run.results_path("NVIDIA H100 80GB HBM3", "2026-11-25", root=str(tmp_path))
+    assert p == str(tmp_path / "h100-80gb-hbm3-2026-11-25.json")
+    open(p, "w").close()
+    assert run.results_path("NVIDIA H100 80GB HBM3", "2026-11-25", root=str(tmp_path)).endswith("-2026-11-25-2.json")
+
+
+def test_make_bench_refuses_without_a_gpu_in_one_line():
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    r = subprocess.run([sys.executable, "-m", "bench.run", "--set", "quick"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("make bench: no CUDA GPU here")
+    assert not os.path.exists(os.path.join(ROOT, "bench", "results", "cpu.json"))
+
+
+def _collect(*args):
+    r = subprocess.run([sys.executable, "-m", "pytest", "bench/e2e/test_bench_e2e.py", "--collect-only", "-q",
+                        "-p", "no:cacheprovider", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return r.returncode, [line for line in r.stdout.splitlines() if "::test_e2e[" in line], r.stdout + r.stderr
+
+
+def test_e2e_suite_parametrizes_models_modes_variants_and_workloads():
+    rc, items, out = _collect("--e2e-set", "quick")
+    assert rc == 0, out
+    assert len(items) == len(QUICK["modes"]) * len(QUICK["workloads"])
+    assert items[0].endswith("test_e2e[llama-8b-default-bf16-decode_b1_ctx128]")
+    rc, items, out = _collect("--e2e-modes", "bf16,heal", "--e2e-variants", "default,ctx4096,eager",
+                              "--e2e-workloads", "ttft_16384", "--model-path", "/models/llama")
+    assert rc == 0, out
+    assert len(items) == 6 and items[0].endswith("test_e2e[model-default-bf16-ttft_16384]")
+    rc, _, out = _collect("--e2e-modes", "bf16,int4")
+    assert rc != 0 and "--e2e-modes: unknown int4" in out
+
+
+def test_workloads_fit_the_context_and_count_kv_bytes(tmp_path):
+    assert fits(WORKLOADS["ttft_16384"], 131072) and not fits(WORKLOADS["ttft_16384"], 4096)
+    assert fits(Workload("decode", 1, 128, 129), None)
+    (tmp_path / "config.json").write_text('{"num_hidden_layers": 32, "num_attention_heads": 32, '
+                                          '"num_key_value_heads": 8, "hidden_size": 4096}')
+    assert kv_bytes_per_token(str(tmp_path), "bf16") == 32 * 2 * 8 * 128 * 2
+    assert kv_bytes_per_token(str(tmp_path), "fp32") == 32 * 2 * 8 * 128 * 4
+    assert kv_bytes_per_token(str(tmp_path), "heal") == 32 * 2 * 8 * (2 * 128 + 4)
