@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PYTEST = $(PYTHON) -m pytest
 
-.PHONY: install test test-gpu bench bench-compare lint
+.PHONY: install test test-gpu bench bench-compare mcr lint
 BENCH ?= full
 
 # SGLang 0.5.17 (about 9 GB with its CUDA wheels) installs and imports on CPU-only machines too.
@@ -26,6 +26,10 @@ bench:
 # Which benchmarks moved beyond the run-to-run spread measured in the two files.
 bench-compare:
 	$(PYTHON) -m bench.compare $(OLD) $(NEW)
+
+# MCR-Bench (GPU for runs; report and merge anywhere): e.g. MCR_ARGS="run --model llama-1b --out runs/1b".
+mcr:
+	$(PYTHON) -m bench.mcr $(MCR_ARGS)
 
 lint:
 	$(PYTHON) -m ruff check heal_kernels heal_sglang bench tests

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 MODES = {
     "bf16": dict(attention_backend="triton"),
     "det": dict(attention_backend="triton", enable_deterministic_inference=True),
@@ -42,19 +45,23 @@ def engine_kwargs(model_path: str, mode: str, variant: str = "base", **extra) ->
     return kw
 
 
-def start(model_path: str, mode: str, variant: str = "base", **extra):
-    import os
-
-    import sglang as sgl
-
-    env = MODE_ENV.get(mode, {})
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # the scheduler processes SGLang spawns inherit it
+@contextlib.contextmanager
+def environ(overrides: dict):
+    """Environment for the scheduler processes SGLang spawns (they inherit it), restored afterwards."""
+    saved = {k: os.environ.get(k) for k in overrides}
+    os.environ.update(overrides)
     try:
-        return sgl.Engine(**engine_kwargs(model_path, mode, variant, **extra))
+        yield
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def start(model_path: str, mode: str, variant: str = "base", **extra):
+    import sglang as sgl
+
+    with environ(MODE_ENV.get(mode, {})):
+        return sgl.Engine(**engine_kwargs(model_path, mode, variant, **extra))

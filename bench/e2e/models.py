@@ -49,10 +49,29 @@ def _tokenizer(vocab_size: int, path: str) -> None:
     fast.save_pretrained(path)
 
 
-def make(name: str, path: str, seed: int = 0, context: int = 4096) -> str:
+def bpe_tokenizer(corpus, vocab_size: int, path: str) -> tuple[int, int]:
+    """A byte-level BPE tokenizer trained on ``corpus`` (texts), so real text maps to varied
+    tokens (the word-level one maps English to <unk>); returns (bos id, eos id)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(list(corpus), trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+    fast.save_pretrained(path)
+    return tok.token_to_id("<s>"), tok.token_to_id("</s>")
+
+
+def make(name: str, path: str, seed: int = 0, context: int = 4096, corpus=None) -> str:
     """Create (once) the checkpoint ``name`` under ``path``; returns path.
 
     ``context`` is max_position_embeddings for shapes that do not carry their real model's own.
+    ``corpus`` (texts): train a BPE tokenizer on it (at most 8192 tokens, within the model's
+    vocabulary) instead of the word-level one, for prompts in natural language (MCR-Bench).
     """
     import torch
     import transformers
@@ -66,13 +85,15 @@ def make(name: str, path: str, seed: int = 0, context: int = 4096) -> str:
                  "qwen3": transformers.Qwen3ForCausalLM}[arch]
     vocab = over["vocab_size"]
     over = {"max_position_embeddings": context, **over}  # the 8B and 1B shapes carry Llama-3.1/3.2's 131072
-    cfg = cfg_cls(**over, initializer_range=0.02, torch_dtype="bfloat16",
-                  bos_token_id=vocab - 2, eos_token_id=vocab - 1)
+    os.makedirs(path, exist_ok=True)
+    bos, eos = bpe_tokenizer(corpus, min(8192, vocab), path) if corpus is not None else (vocab - 2, vocab - 1)
+    cfg = cfg_cls(**over, initializer_range=0.02, torch_dtype="bfloat16", bos_token_id=bos, eos_token_id=eos)
     torch.manual_seed(seed)
     with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
         model = model_cls(cfg).to(torch.bfloat16)
     model.save_pretrained(path, safe_serialization=True)
-    _tokenizer(vocab, path)
+    if corpus is None:
+        _tokenizer(vocab, path)
     with open(os.path.join(path, "generation_config.json"), "w") as f:
         json.dump({"do_sample": False}, f)
     del model

@@ -1,0 +1,120 @@
+"""MCR-Bench command line (also `make mcr MCR_ARGS="..."`).
+
+    python -m bench.mcr run --model llama-8b --out runs/8b                 # synthetic checkpoint (GPU)
+    python -m bench.mcr run --model-path /models/Llama-3.1-8B --modes bf16,heal --out runs/llama
+    python -m bench.mcr run --server http://127.0.0.1:30000 --modes heal --variants b1,all --out runs/srv
+    python -m bench.mcr merge runs/h100 runs/h200 --out runs/both        # devices become variants
+    python -m bench.mcr report runs/both --out runs/both/report
+    python -m bench.mcr tasks                                            # the registered tasks
+
+A run is resumable: run the same command again and it continues where it stopped.
+``--user-task spec.json`` adds a task from a JSONL file: the spec holds
+``bench.mcr.tasks.load_jsonl_task``'s arguments (name, path, template, choices or pattern, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def _examples(a):
+    from bench.mcr import tasks
+
+    for spec in a.user_task or []:
+        with open(spec) as f:
+            tasks.register(tasks.load_jsonl_task(**json.load(f)))
+    chosen = tasks.select(a.tasks)
+    return chosen, [e for t in chosen for e in t.examples(a.n, a.seed)]
+
+
+def cmd_run(a) -> int:
+    from bench.mcr import report, results, runner
+
+    sources = [x for x in (a.model, a.model_path, a.server) if x]
+    if len(sources) != 1:
+        raise ValueError("give exactly one of --model (synthetic), --model-path or --server")
+    modes, variants = a.modes.split(","), a.variants.split(",")
+    runner.check_variants(variants, modes, a.server is not None)
+    chosen, examples = _examples(a)
+    meta = {"model": a.model or a.model_path or a.server, "synthetic": bool(a.model)}
+    path = a.model_path
+    if a.model:
+        from bench.e2e import models
+
+        path = models.make(a.model, os.path.join(a.root, f"{a.model}-mcr"),
+                           corpus=[e.prompt for e in examples])
+    print(f"[mcr] {len(examples)} examples from {', '.join(t.name for t in chosen)}; modes {', '.join(modes)}; "
+          f"variants {', '.join(variants)}; results in {a.out}", file=sys.stderr, flush=True)
+    runner.run(examples, {t.name: t for t in chosen}, modes, variants, a.out, model_path=path, server=a.server,
+               meta=meta)
+    for p in report.write(results.load(a.out), os.path.join(a.out, "report")):
+        print(p)
+    return 0
+
+
+def cmd_report(a) -> int:
+    from bench.mcr import report, results
+
+    records = [r for d in a.dirs for r in results.load(d)]
+    out = a.out or os.path.join(a.dirs[0], "report")
+    paths = report.write(records, out)
+    print(open(paths[0]).read())
+    return 0
+
+
+def cmd_merge(a) -> int:
+    from bench.mcr import results
+
+    n = results.merge(a.dirs, a.out)
+    print(f"merged {n} records into {a.out}")
+    return 0
+
+
+def cmd_tasks(a) -> int:
+    from bench.mcr import tasks
+
+    for t in tasks.REGISTRY.values():
+        print(f"{t.name:36} {t.domain:10} {t.description}")
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.mcr", description="MCR-Bench (HEAL paper, arXiv 2606.21023)")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="generate under modes and variants (resumable)")
+    r.add_argument("--model", help="a synthetic checkpoint of bench/e2e/models.py (llama-8b, llama-1b, qwen3-small...)")
+    r.add_argument("--model-path", help="any Hugging Face checkpoint")
+    r.add_argument("--server", help="URL of a running SGLang server (one mode)")
+    r.add_argument("--modes", default="bf16,det,fp32,layercast,heal")
+    r.add_argument("--variants", default="b1,all,chunk64,radix-warm,clients32")
+    r.add_argument("--tasks", default="all", help="task names, domains (medicine, law, finance) or all")
+    r.add_argument("--user-task", action="append", help="JSON spec of a task from a JSONL file (repeatable)")
+    r.add_argument("--n", type=int, default=None, help="examples per task (default: every one; finance: its default)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--root", default="/tmp/heal-models", help="where synthetic checkpoints are made")
+    r.add_argument("--out", required=True)
+    r.set_defaults(fn=cmd_run)
+    p = sub.add_parser("report", help="markdown and plots from run folders")
+    p.add_argument("dirs", nargs="+")
+    p.add_argument("--out", default="")
+    p.set_defaults(fn=cmd_report)
+    m = sub.add_parser("merge", help="merge run folders (e.g. one per GPU)")
+    m.add_argument("dirs", nargs="+")
+    m.add_argument("--out", required=True)
+    m.set_defaults(fn=cmd_merge)
+    t = sub.add_parser("tasks", help="list the registered tasks")
+    t.set_defaults(fn=cmd_tasks)
+    a = ap.parse_args(argv)
+    try:
+        return a.fn(a)
+    except (ValueError, ConnectionError, FileNotFoundError) as e:
+        kept = f"; results so far are kept in {a.out}" if getattr(a, "out", None) and a.cmd == "run" else ""
+        print(f"mcr: {e}{kept}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
