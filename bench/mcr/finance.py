@@ -41,17 +41,22 @@ def _cents(d: Decimal) -> Decimal:
     return d.quantize(CENT, rounding=ROUND_HALF_UP)
 
 
+def _terms(principal, annual_rate_pct, years, periods_per_year, *, zero_principal: bool):
+    """Checked (P, annual rate in %, periods per year, number of periods)."""
+    p, rate = _dec("principal", principal), _dec("annual_rate_pct", annual_rate_pct)
+    if p < 0 or (p == 0 and not zero_principal):
+        raise ValueError(f"principal must be {'>=' if zero_principal else '>'} 0, got {principal}")
+    if rate < 0:
+        raise ValueError(f"annual_rate_pct must be >= 0, got {annual_rate_pct}")
+    m = _count("periods_per_year", periods_per_year)
+    return p, rate, m, _count("years", years) * m
+
+
 def amortization_payment(principal: Decimal, annual_rate_pct: Decimal, years: int,
                          periods_per_year: int = 12) -> Decimal:
     """Level payment of a fixed-rate loan: P * r / (1 - (1 + r) ** -n), r = rate / 100 / periods per year,
     n = years * periods per year (P / n at a zero rate); rounded to cents, halves up."""
-    p, rate = _dec("principal", principal), _dec("annual_rate_pct", annual_rate_pct)
-    if p <= 0:
-        raise ValueError(f"principal must be > 0, got {principal}")
-    if rate < 0:
-        raise ValueError(f"annual_rate_pct must be >= 0, got {annual_rate_pct}")
-    m = _count("periods_per_year", periods_per_year)
-    n = _count("years", years) * m
+    p, rate, m, n = _terms(principal, annual_rate_pct, years, periods_per_year, zero_principal=False)
     with localcontext() as ctx:
         ctx.prec = _PREC
         if rate == 0:
@@ -63,13 +68,7 @@ def amortization_payment(principal: Decimal, annual_rate_pct: Decimal, years: in
 def compound_value(principal: Decimal, annual_rate_pct: Decimal, years: int, periods_per_year: int) -> Decimal:
     """Future value with compounding ``periods_per_year`` times a year: P * (1 + rate / 100 / m) ** (m * years);
     rounded to cents, halves up."""
-    p, rate = _dec("principal", principal), _dec("annual_rate_pct", annual_rate_pct)
-    if p < 0:
-        raise ValueError(f"principal must be >= 0, got {principal}")
-    if rate < 0:
-        raise ValueError(f"annual_rate_pct must be >= 0, got {annual_rate_pct}")
-    m = _count("periods_per_year", periods_per_year)
-    n = _count("years", years) * m
+    p, rate, m, n = _terms(principal, annual_rate_pct, years, periods_per_year, zero_principal=True)
     with localcontext() as ctx:
         ctx.prec = _PREC
         return _cents(p * (1 + rate / 100 / m) ** n)
