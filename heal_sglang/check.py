@@ -1,19 +1,21 @@
-"""``python -m heal_sglang.check``: load SGLang's plugins the way the server does and
-report what heal_sglang registered.  Exits 1 if anything is missing."""
+"""``python -m heal_sglang.check``: the installed SGLang version and the supported range, each
+SGLang name heal reaches into, then SGLang's plugins loaded the way the server does and what
+heal_sglang registered.  Exits 1 if anything is missing."""
 
 from __future__ import annotations
 
 import sys
 from importlib.metadata import entry_points
 
-ENTRY_POINT = "heal"
-
 
 def main() -> int:
+    from heal_sglang import compat
+
+    rows = compat.report()
     from sglang.srt.plugins import GENERAL_PLUGINS_GROUP, load_plugins
 
     eps = [ep for ep in entry_points(group=GENERAL_PLUGINS_GROUP) if ep.value == "heal_sglang.plugin:register"]
-    rows = [(bool(eps), f"entry point in group {GENERAL_PLUGINS_GROUP} -> heal_sglang.plugin:register")]
+    rows.append((bool(eps), f"entry point in group {GENERAL_PLUGINS_GROUP} -> heal_sglang.plugin:register"))
     load_plugins()  # what launch_server, Engine and each scheduler do; it logs and swallows plugin errors
     from heal_sglang.plugin import register, report
 

@@ -9,10 +9,7 @@ heal_sglang.check`` prints the same report and fails loudly.
 from __future__ import annotations
 
 import inspect
-import logging
 import pkgutil
-
-logger = logging.getLogger(__name__)
 
 ATTENTION_BACKEND = "heal"
 QUANT_METHODS = ("heal", "layercast")
@@ -43,7 +40,11 @@ def _model_runner_init(*a, **k):
     bound = _bind(ModelRunner.__init__.__wrapped__, a, k)
     server_args, model_config = bound.get("server_args"), bound.get("model_config")
     if server_args is None or model_config is None:
-        return None
+        # never skip silently: without them no mode is set and heal's checks would not run
+        from heal_sglang.compat import CompatError, sglang_version
+
+        raise CompatError(f"ModelRunner.__init__ of SGLang {sglang_version()} was called without server_args or "
+                          "model_config; heal_sglang cannot set its numerics mode")
     args.validate_model(server_args, model_config)
     hf = model_config.hf_text_config
     ckpt = getattr(hf, "torch_dtype", None) or getattr(hf, "dtype", None)
@@ -177,6 +178,9 @@ def _attention_factory(model_runner):
 def register() -> None:
     """Register backend ``heal``, quantization methods ``heal``/``layercast`` and the hooks; idempotent."""
     global _registered
+    from heal_sglang import compat
+
+    compat.check()  # the SGLang version and every name below, before anything is touched
     from sglang.srt import server_args as sa
     from sglang.srt.layers import quantization
     from sglang.srt.layers.attention.attention_registry import ATTENTION_BACKENDS
@@ -224,7 +228,8 @@ def _hook_installed(target: str, hook) -> bool:
 
 
 def report() -> list[tuple[bool, str]]:
-    """(ok, description) for every registry entry and hook the plugin needs."""
+    """(ok, description) for every registry entry and hook the plugin installed (the SGLang
+    names themselves: ``compat.report()``)."""
     from sglang.srt import server_args as sa
     from sglang.srt.layers import quantization
     from sglang.srt.layers.attention.attention_registry import ATTENTION_BACKENDS

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from importlib.metadata import entry_points
 
+import pytest
+
 
 def test_entry_point_is_declared():
     eps = [ep for ep in entry_points(group="sglang.srt.plugins") if ep.name == "heal"]
@@ -47,10 +49,57 @@ def test_a_missing_hook_is_reported(plugin, monkeypatch):
 
 
 def test_check_command_reports_all_in_place(plugin):
+    from heal_sglang import compat
     from heal_sglang.plugin import report
 
     r = subprocess.run([sys.executable, "-m", "heal_sglang.check"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "MISSING" not in r.stdout
-    n = len(report()) + 1  # + the entry point
+    assert f"[ok] SGLang {compat.sglang_version()} (supported: 0.5.17..0.5.17)" in r.stdout
+    n = len(compat.report()) + len(report()) + 1  # + the entry point
     assert f"heal_sglang: {n}/{n} in place" in r.stdout
+
+
+def test_a_wrong_sglang_version_fails_register_by_name(plugin, monkeypatch):
+    import sglang
+
+    from heal_sglang.compat import CompatError
+    from heal_sglang.plugin import register
+
+    monkeypatch.setattr(sglang, "__version__", "0.5.23")
+    with pytest.raises(CompatError, match=r"supports SGLang 0\.5\.17; SGLang 0\.5\.23 is installed"):
+        register()
+
+
+@pytest.mark.parametrize("owner, name", [
+    ("sglang.srt.server_args", "add_quantization_method_choices"),
+    ("sglang.srt.model_executor.model_runner.ModelRunner", "load_model"),
+])
+def test_a_missing_sglang_name_fails_register_by_name(plugin, monkeypatch, owner, name):
+    import pkgutil
+
+    from heal_sglang.compat import CompatError
+    from heal_sglang.plugin import register
+
+    monkeypatch.delattr(pkgutil.resolve_name(owner), name)
+    with pytest.raises(CompatError, match=rf"SGLang 0\.5\.17 has no {owner}\.{name} \("):
+        register()
+
+
+def test_a_changed_signature_fails_register_by_name(plugin, monkeypatch):
+    from sglang.srt.layers.rotary_embedding.base import RotaryEmbedding
+
+    from heal_sglang.compat import CompatError
+    from heal_sglang.plugin import register
+
+    monkeypatch.setattr(RotaryEmbedding, "forward_cuda", lambda self, positions, query, key, offsets=None: None)
+    with pytest.raises(CompatError, match="RotaryEmbedding.forward_cuda in SGLang 0.5.17 no longer takes "
+                                          "fused_set_kv_buffer_arg"):
+        register()
+
+
+def test_version_range_parsing():
+    from heal_sglang import compat
+
+    assert compat.version_ok("0.5.17") and compat.version_ok("0.5.17.post1")
+    assert not compat.version_ok("0.5.16") and not compat.version_ok("0.5.23") and not compat.version_ok("unknown")
