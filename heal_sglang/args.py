@@ -125,8 +125,13 @@ def model_refusals(model_config) -> list[str]:
     """Model features HEAL cannot serve: MLA, hybrid sliding-window pools, encoder-decoder, sliding windows."""
     from sglang.srt.configs.model_config import AttentionArch
 
+    from heal_sglang.families import family_of, supported
+
     out = []
-    arch = (getattr(model_config.hf_config, "architectures", None) or ["?"])[0]
+    archs = getattr(model_config.hf_config, "architectures", None) or []
+    arch = (archs or ["?"])[0]
+    if family_of(archs) is None:
+        out.append(f"architecture {', '.join(archs) or '(none in config)'} (served families: {supported()})")
     if getattr(model_config, "attention_arch", None) == AttentionArch.MLA:
         out.append(f"multi-head latent attention (MLA) models ({arch})")
     if getattr(model_config, "is_hybrid_swa", False):

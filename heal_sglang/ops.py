@@ -25,7 +25,11 @@ def rmsnorm_forward_cuda(orig, self, x, residual=None, post_residual_addition=No
         return orig(self, x, residual, post_residual_addition)
     if (self.variance_size_override is not None or self.cast_x_before_out_mul or post_residual_addition is not None
             or not self.has_weight):
-        # variants the llama/qwen families do not use: SGLang's own FP32 torch path
+        if state.mode() == state.HEAL:
+            # the post-load audit refuses models with these variants; reaching here is a bug, not a fallback
+            raise NotImplementedError("heal's FP32 RMSNorm does not compute this variant (partial variance, cast "
+                                      "before the weight, post-residual addition or no weight)")
+        # FP32 and LayerCast baselines: SGLang's own FP32 torch path is their numerics
         return self.forward_native(x, residual, post_residual_addition)
     shape = x.shape
     x2 = x.reshape(-1, shape[-1])
@@ -49,7 +53,8 @@ def gelu_and_mul_forward_cuda(orig, self, x):
     if not _active(x):
         return orig(self, x)
     if self.approximate != "tanh":
-        return self.forward_native(x)  # exact erf GELU: SGLang's FP32 torch path
+        # exact erf GELU: SGLang's FP32 torch path, elementwise (so batch invariant); no served family uses it
+        return self.forward_native(x)
     shape = x.shape
     return gelu_tanh_and_mul(x.reshape(-1, shape[-1])).view(*shape[:-1], shape[-1] // 2)
 

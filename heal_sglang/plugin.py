@@ -61,12 +61,19 @@ def _model_runner_load_model(result, self, *a, **k):
     from heal_sglang import state
 
     if state.mode() == state.HEAL:
-        check_heal_model(self.model)
+        check_heal_model(self.model, getattr(self.model_config.hf_config, "architectures", None))
     return result
 
 
-def check_heal_model(model) -> None:
-    """Every linear layer, embedding and lm_head must compute with heal's methods."""
+def check_heal_model(model, architectures) -> None:
+    """Every linear layer, embedding and lm_head must compute with heal's methods, and every
+    norm, activation and rotary module with heal's FP32 kernels (heal_sglang.families)."""
+    from heal_sglang.families import audit
+
+    unowned = audit(model, architectures)
+    if unowned:
+        raise RuntimeError("--quantization heal: these modules would run on SGLang's 16-bit path: "
+                           + "; ".join(unowned[:8]) + (f" and {len(unowned) - 8} more" if len(unowned) > 8 else ""))
     from sglang.srt.layers.linear import LinearBase
     from sglang.srt.layers.vocab_parallel_embedding import VocabParallelEmbedding
 

@@ -1,0 +1,131 @@
+"""Model families as data: SGLang's own Llama, Qwen2 and Qwen3 models, built on CPU with heal's
+quantization config, pass the post-load audit; an un-owned norm, an RMSNorm variant, a foreign
+rotary class and an unknown architecture are refused."""
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def sglang_models(plugin, tp_group):
+    """Tiny SGLang models of each served family (2 layers), as ModelRunner would build them."""
+    import transformers
+    from sglang.srt.layers import dp_attention
+    from sglang.srt.layers.rotary_embedding import base
+    from sglang.srt.models.llama import LlamaForCausalLM
+    from sglang.srt.models.qwen2 import Qwen2ForCausalLM
+    from sglang.srt.models.qwen3 import Qwen3ForCausalLM
+    from sglang.srt.runtime_context import get_context
+
+    from heal_sglang.quant import HealConfig
+
+    get_context().override_server_args().install()
+    saved = (base._is_cpu, dp_attention._ATTN_DP_SIZE, dp_attention._ATTN_DP_RANK)
+    base._is_cpu = True  # the rotary cache on CPU without vllm's kernel
+    # a one-rank data-parallel-attention layout, which ModelRunner sets before building a model
+    dp_attention._ATTN_DP_SIZE, dp_attention._ATTN_DP_RANK = 1, 0
+    small = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+                 num_key_value_heads=1, vocab_size=512, max_position_embeddings=16384)
+    llama3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+              "original_max_position_embeddings": 8192}
+    specs = [("LlamaForCausalLM", LlamaForCausalLM, transformers.LlamaConfig(**small, rope_scaling=llama3)),
+             ("Qwen2ForCausalLM", Qwen2ForCausalLM, transformers.Qwen2Config(**small)),
+             ("Qwen3ForCausalLM", Qwen3ForCausalLM, transformers.Qwen3Config(**small, head_dim=64))]
+    try:
+        yield {arch: cls(cfg, quant_config=HealConfig()) for arch, cls, cfg in specs}
+    finally:
+        base._is_cpu, dp_attention._ATTN_DP_SIZE, dp_attention._ATTN_DP_RANK = saved
+
+
+def _kinds(model):
+    from heal_sglang import families
+
+    return sorted({type(m).__name__ for _, m in model.named_modules() if families._kind(m)})
+
+
+def test_served_families_pass_the_audit(sglang_models):
+    from heal_sglang import families
+    from heal_sglang.plugin import check_heal_model
+
+    for arch, model in sglang_models.items():
+        assert families.audit(model, [arch]) == [], arch
+        check_heal_model(model, [arch])
+    assert _kinds(sglang_models["LlamaForCausalLM"]) == ["Llama3RotaryEmbedding", "RMSNorm", "SiluAndMul"]
+    assert _kinds(sglang_models["Qwen3ForCausalLM"]) == ["RMSNorm", "RotaryEmbedding", "SiluAndMul"]
+
+
+def test_an_unowned_norm_is_refused(sglang_models):
+    from sglang.srt.layers.layernorm import GemmaRMSNorm
+
+    from heal_sglang import families
+    from heal_sglang.plugin import check_heal_model
+
+    model = sglang_models["Qwen2ForCausalLM"]
+    layer = model.model.layers[1]
+    saved = layer.post_attention_layernorm
+    layer.post_attention_layernorm = GemmaRMSNorm(128)
+    try:
+        bad = families.audit(model, ["Qwen2ForCausalLM"])
+        assert bad == ["model.layers.1.post_attention_layernorm: GemmaRMSNorm is not one of this family's RMSNorm"]
+        with pytest.raises(RuntimeError, match="would run on SGLang's 16-bit path: model.layers.1"):
+            check_heal_model(model, ["Qwen2ForCausalLM"])
+        layer.post_attention_layernorm = torch.nn.LayerNorm(128)
+        assert families.audit(model, ["Qwen2ForCausalLM"]) == [
+            "model.layers.1.post_attention_layernorm: LayerNorm is not one of this family's RMSNorm"]
+    finally:
+        layer.post_attention_layernorm = saved
+
+
+def test_an_rmsnorm_variant_is_refused_not_computed_otherwise(sglang_models, heal_mode):
+    from sglang.srt.layers.layernorm import RMSNorm
+
+    from heal_sglang import families, ops
+
+    model = sglang_models["LlamaForCausalLM"]
+    layer = model.model.layers[0]
+    saved = layer.input_layernorm
+    layer.input_layernorm = RMSNorm(128, has_weight=False)
+    try:
+        assert families.audit(model, ["LlamaForCausalLM"]) == [
+            "model.layers.0.input_layernorm: an RMSNorm variant (partial variance, cast before the weight, or no "
+            "weight) heal's kernel does not compute"]
+        x = torch.randn(2, 128)
+        heal_mode.set_mode(heal_mode.HEAL)
+        with pytest.raises(NotImplementedError, match="does not compute this variant"):
+            ops.rmsnorm_forward_cuda(None, layer.input_layernorm, x)
+        heal_mode.set_mode(heal_mode.FP32)  # the FP32 baseline's numerics are SGLang's FP32 torch path
+        y = ops.rmsnorm_forward_cuda(None, layer.input_layernorm, x)
+        assert torch.equal(y, layer.input_layernorm.forward_native(x))
+    finally:
+        layer.input_layernorm = saved
+
+
+def test_a_foreign_rotary_class_is_refused(sglang_models):
+    from sglang.srt.layers.rotary_embedding.mrope import MRotaryEmbedding
+
+    from heal_sglang import families
+
+    rope = MRotaryEmbedding.__new__(MRotaryEmbedding)  # its class is what the audit reads
+    torch.nn.Module.__init__(rope)
+    holder = torch.nn.Module()
+    holder.rotary_emb = rope
+    assert families.audit(holder, ["LlamaForCausalLM"]) == [
+        "rotary_emb: MRotaryEmbedding is not one of this family's RotaryEmbedding, Llama3RotaryEmbedding, "
+        "LinearScalingRotaryEmbedding, DynamicNTKScalingRotaryEmbedding, YaRNScalingRotaryEmbedding"]
+
+
+def test_an_unknown_architecture_is_refused_naming_the_families(plugin, tmp_path):
+    import transformers
+    from sglang.srt.configs.model_config import ModelConfig
+
+    from heal_sglang import args, families
+
+    with pytest.raises(ValueError, match=r"does not serve MistralForCausalLM: served families are Llama \(3.x\)"):
+        families.check_architecture(["MistralForCausalLM"])
+    cfg = transformers.MistralConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=1,
+                                     num_attention_heads=2, num_key_value_heads=1, vocab_size=512,
+                                     max_position_embeddings=1024, sliding_window=None)
+    cfg.architectures = ["MistralForCausalLM"]
+    cfg.save_pretrained(tmp_path)
+    bad = args.model_refusals(ModelConfig(str(tmp_path)))
+    assert bad and bad[0].startswith("architecture MistralForCausalLM (served families: Llama (3.x)")
