@@ -80,15 +80,11 @@ def _refusals(args) -> list[str]:
         out.append("the hierarchical (host) KV cache (--enable-hierarchical-cache)")
     if getattr(args, "enable_dp_attention", False):
         out.append("data-parallel attention (--enable-dp-attention)")
-    tp = getattr(args, "tp_size", 1)
-    if tp > 1:
-        from heal_sglang.state import ROW_SHARDS_ENV, row_shards_from_env
+    from heal_sglang.tp import server_refusal
 
-        shards = row_shards_from_env()
-        if shards % tp:
-            out.append(f"--tp-size {tp} with {ROW_SHARDS_ENV}={shards}: set {ROW_SHARDS_ENV} to a power of two that "
-                       f"--tp-size divides (e.g. {ROW_SHARDS_ENV}=4 for TP 1, 2 and 4), the same for every run "
-                       "that must agree")
+    tp_rule = server_refusal(getattr(args, "tp_size", 1))
+    if tp_rule:
+        out.append(tp_rule)
     if getattr(args, "pp_size", 1) > 1:
         out.append(f"pipeline parallelism (--pp-size {args.pp_size})")
     if getattr(args, "enable_torch_compile", False):

@@ -86,10 +86,9 @@ def check_heal_model(model, architectures) -> None:
             bad.append(f"{name} ({type(qm).__name__})")
         elif isinstance(mod, LinearBase) and not isinstance(qm, HealLinearMethod):
             bad.append(f"{name} ({type(qm).__name__})")
-    from sglang.srt.layers.linear import RowParallelLinear
+    from heal_sglang.tp import summed_outside
 
-    outside = [name for name, mod in model.named_modules()
-               if isinstance(mod, RowParallelLinear) and mod.tp_size > 1 and not mod.reduce_results]
+    outside = summed_outside(model)
     if outside:
         raise RuntimeError(
             "--quantization heal with --tp-size > 1: this model sums these row-parallel outputs outside the layer "
@@ -108,7 +107,7 @@ def _row_parallel_forward(orig, self, *a, **k):
 
     if state.mode() != state.HEAL or self.tp_size == 1:
         return orig(self, *a, **k)
-    from heal_sglang.quant import row_parallel_forward
+    from heal_sglang.tp import row_parallel_forward
 
     return row_parallel_forward(self, *a, **k)
 

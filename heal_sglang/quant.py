@@ -17,14 +17,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from sglang.srt.layers.linear import LinearBase, RowParallelLinear
+from sglang.srt.layers.linear import LinearBase
 from sglang.srt.layers.quantization.base_config import LinearMethodBase, QuantizationConfig, QuantizeMethodBase
 from sglang.srt.layers.vocab_parallel_embedding import VocabParallelEmbedding
 from sglang.srt.utils import set_weight_attrs
 from torch.nn import Parameter
 
-from heal_kernels.matmul import HealWeight, heal_matmul, prepare_weight, tree_sum
-from heal_sglang import state
+from heal_kernels.matmul import HealWeight, heal_matmul, prepare_weight
+from heal_sglang import state, tp
 
 
 def _create_16bit_weight(layer, input_size_per_partition, output_partition_sizes, extra_weight_attrs):
@@ -47,86 +47,21 @@ def _fp32_input(name: str, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _local_shards(layer) -> int:
-    """K shards this rank reduces for a row-parallel layer (its slice of the HEAL_ROW_SHARDS tree)."""
-    if not isinstance(layer, RowParallelLinear):
-        return 1
-    tp = getattr(layer, "tp_size", 1)
-    shards = state.row_shards()
-    if shards % tp:
-        raise ValueError(f"HEAL_ROW_SHARDS={shards} is not a multiple of --tp-size {tp}")
-    return shards // tp
-
-
 def _heal_convert(layer) -> None:
-    shards = _local_shards(layer)
-    k = layer.weight.shape[1]
-    if shards > 1 and (k % shards or (k // shards) % 64):
-        raise ValueError(
-            f"{type(layer).__name__} has K={k} per rank, which does not split into {shards} shards of whole "
-            f"64-wide tiles: lower HEAL_ROW_SHARDS={state.row_shards()}"
-        )
+    tp.check_k_split(layer)
     hw = prepare_weight(layer.weight.data, inplace=True)
     layer.weight.data = hw.weight  # same storage, now fp16
     layer.heal_scale = hw.scale
 
 
-def _heal_linear(layer, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def heal_linear(layer, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     x = _fp32_input(type(layer).__name__, x)
     shape = x.shape
     x2 = x.reshape(-1, shape[-1])
     if x2.stride(-1) != 1:
         x2 = x2.contiguous()
-    out = heal_matmul(x2, HealWeight(layer.weight, layer.heal_scale), bias, k_shards=_local_shards(layer))
+    out = heal_matmul(x2, HealWeight(layer.weight, layer.heal_scale), bias, k_shards=tp.local_shards(layer))
     return out.view(*shape[:-1], out.shape[-1])
-
-
-def row_parallel_forward(layer, input_, skip_all_reduce=False, forward_batch=None, output_tensor=None):
-    """RowParallelLinear.forward for heal under TP: the ranks' FP32 partials are gathered and
-    added in rank order by the same tree as one rank's K shards; NCCL never sums them."""
-    if output_tensor is not None:
-        raise NotImplementedError("heal's row-parallel layers do not write into caller-owned outputs")
-    from sglang.srt.layers.moe.utils import should_skip_mlp_all_reduce
-
-    if should_skip_mlp_all_reduce():
-        raise NotImplementedError(
-            "the decoder asked RowParallelLinear to leave its all-reduce to a fused residual/norm kernel, "
-            "whose summation order heal cannot fix: drop --flashinfer-allreduce-fusion-backend"
-        )
-    if layer.input_is_parallel:
-        x = input_
-    else:
-        from sglang.srt.distributed import split_tensor_along_last_dim
-
-        x = split_tensor_along_last_dim(input_, num_partitions=layer.tp_size)[layer.tp_rank].contiguous()
-    partial = _heal_linear(layer, x, None)
-    if layer.reduce_results and not skip_all_reduce:
-        if state.tp_reduce() == "nccl":  # benchmark switch only: order-dependent sum
-            from sglang.srt.distributed import tensor_model_parallel_all_reduce
-
-            out = tensor_model_parallel_all_reduce(partial)
-        else:
-            out = tree_sum(_gather_ranks(partial))
-        if layer.bias is not None and not layer.skip_bias_add:
-            out = out + layer.bias
-    else:
-        # the caller reduces; the bias goes on rank 0 only, as in SGLang
-        out = partial if (layer.bias is None or layer.skip_bias_add or layer.tp_rank) else partial + layer.bias
-    return out, (layer.bias if layer.skip_bias_add else None)
-
-
-def _gather_ranks(t: torch.Tensor) -> list[torch.Tensor]:
-    """Every rank's tensor, in rank order (a gather moves bits; it never adds)."""
-    from sglang.srt.distributed import get_tp_group
-
-    group = get_tp_group()
-    if t.is_cuda:
-        return list(group.all_gather(t.unsqueeze(0), dim=0).unbind(0))
-    import torch.distributed as dist
-
-    parts = [torch.empty_like(t) for _ in range(group.world_size)]
-    dist.all_gather(parts, t.contiguous(), group=group.device_group)
-    return parts
 
 
 class _16BitWeights:
@@ -140,7 +75,7 @@ class _HealCompute(_16BitWeights):
         _heal_convert(layer)
 
     def apply(self, layer, x, bias=None):
-        return _heal_linear(layer, x, bias)
+        return heal_linear(layer, x, bias)
 
 
 class HealLinearMethod(_HealCompute, LinearMethodBase):
