@@ -53,7 +53,7 @@ def _model_runner_init(*a, **k):
 
         ckpt = getattr(torch, ckpt, None)
     m = state.mode_for(server_args.quantization, model_config.dtype)
-    state.set_mode(m, ckpt, state.row_shards_from_env() if m == state.HEAL else 1)
+    state.fix(state.numerics(m, ckpt, state.row_shards_from_env() if m == state.HEAL else 1))
     return None
 
 

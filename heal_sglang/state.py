@@ -1,4 +1,4 @@
-"""Per-process numerics mode, fixed when SGLang builds its ModelRunner.
+"""Per-process numerics (one frozen ``Numerics``), fixed when SGLang builds its ModelRunner.
 
 The FP32 op hooks and the quantization methods read it; it never changes once a
 model is built.  ``None`` means stock SGLang: every hook passes straight through.
@@ -6,15 +6,13 @@ model is built.  ``None`` means stock SGLang: every hook passes straight through
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 HEAL = "heal"
 LAYERCAST = "layercast"
 FP32 = "fp32"
-
-_mode: str | None = None
-_weight_dtype: torch.dtype = torch.bfloat16
-_row_shards: int = 1
 
 ROW_SHARDS_ENV = "HEAL_ROW_SHARDS"
 # "nccl" sums the row-parallel partials with SGLang's all-reduce instead of the ordered
@@ -22,11 +20,34 @@ ROW_SHARDS_ENV = "HEAL_ROW_SHARDS"
 TP_REDUCE_ENV = "HEAL_TP_REDUCE"
 
 
-_tp_reduce = "ordered"
+@dataclass(frozen=True)
+class Numerics:
+    """How this process computes: fixed once, when SGLang builds its ModelRunner."""
+
+    mode: str | None = None  # None: stock SGLang, every hook passes straight through
+    weight_dtype: torch.dtype = torch.bfloat16  # the checkpoint's 16-bit dtype heal and layercast keep
+    row_shards: int = 1  # K shards of every row-parallel layer, summed in a fixed tree (TP = any divisor)
+    tp_reduce: str = "ordered"  # or "nccl" (HEAL_TP_REDUCE, benchmarks only)
+
+    def __post_init__(self):
+        if self.mode not in (None, HEAL, LAYERCAST, FP32):
+            raise ValueError(f"unknown heal_sglang mode {self.mode!r}")
+        if self.row_shards < 1 or self.row_shards & (self.row_shards - 1):
+            raise ValueError(f"row_shards must be a power of two, got {self.row_shards}")
+        if self.tp_reduce not in ("ordered", "nccl"):
+            raise ValueError(f"tp_reduce must be 'ordered' or 'nccl', got {self.tp_reduce!r}")
+
+
+STOCK = Numerics()
+_current = STOCK
+
+
+def current() -> Numerics:
+    return _current
 
 
 def tp_reduce() -> str:
-    return _tp_reduce
+    return _current.tp_reduce
 
 
 def tp_reduce_from_env(environ=None) -> str:
@@ -39,17 +60,17 @@ def tp_reduce_from_env(environ=None) -> str:
 
 
 def mode() -> str | None:
-    return _mode
+    return _current.mode
 
 
 def fp32_ops() -> bool:
     """True when activations are FP32 and the 16-bit-only sgl_kernel ops must be replaced."""
-    return _mode is not None
+    return _current.mode is not None
 
 
 def weight_dtype() -> torch.dtype:
     """The 16-bit dtype heal and layercast keep weights in (the checkpoint's own)."""
-    return _weight_dtype
+    return _current.weight_dtype
 
 
 def row_shards() -> int:
@@ -57,7 +78,7 @@ def row_shards() -> int:
 
     The same value on TP = 1, 2, 4 ... (each a divisor) gives bitwise-identical outputs.
     """
-    return _row_shards
+    return _current.row_shards
 
 
 def row_shards_from_env(environ=None) -> int:
@@ -83,12 +104,23 @@ def mode_for(quantization: str | None, dtype: torch.dtype | str | None) -> str |
     return None
 
 
-def set_mode(m: str | None, checkpoint_dtype: torch.dtype | None = None, row_shards: int = 1) -> None:
-    global _mode, _weight_dtype, _row_shards, _tp_reduce
-    if m not in (None, HEAL, LAYERCAST, FP32):
-        raise ValueError(f"unknown heal_sglang mode {m!r}")
-    _mode = m
-    _row_shards = row_shards
-    _tp_reduce = tp_reduce_from_env()  # read once per process, not on every row-parallel forward
+def numerics(m: str | None, checkpoint_dtype: torch.dtype | None = None, row_shards: int = 1) -> Numerics:
+    """The Numerics of mode ``m``; HEAL_TP_REDUCE is read here, once per process."""
     # An FP32 checkpoint is stored as bf16: HEAL's weights are 16-bit by design.
-    _weight_dtype = checkpoint_dtype if checkpoint_dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
+    wd = checkpoint_dtype if checkpoint_dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
+    return Numerics(m, wd, row_shards, tp_reduce_from_env())
+
+
+def fix(n: Numerics) -> None:
+    """Set this process's numerics, once (SGLang builds one ModelRunner per process); a second,
+    different setting is a bug and raises rather than silently changing how layers compute."""
+    global _current
+    if _current is not STOCK and _current != n:
+        raise RuntimeError(f"heal_sglang numerics are already fixed in this process ({_current}); refusing {n}")
+    _current = n
+
+
+def set_mode(m: str | None, checkpoint_dtype: torch.dtype | None = None, row_shards: int = 1) -> None:
+    """Replace this process's numerics unconditionally: for tests and tools that switch modes in one process."""
+    global _current
+    _current = numerics(m, checkpoint_dtype, row_shards)
