@@ -8,9 +8,8 @@ HEAL cannot serve with its own numerics.  Errors name the flag to change.
 from __future__ import annotations
 
 from heal_kernels.kv_int16 import HEAD_DIMS
+from heal_sglang.state import HEAL, LAYERCAST
 
-HEAL = "heal"
-LAYERCAST = "layercast"
 FP32_QUANT = (HEAL, LAYERCAST)
 
 

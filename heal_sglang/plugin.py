@@ -11,8 +11,10 @@ from __future__ import annotations
 import inspect
 import pkgutil
 
-ATTENTION_BACKEND = "heal"
-QUANT_METHODS = ("heal", "layercast")
+from heal_sglang.state import HEAL, LAYERCAST
+
+ATTENTION_BACKEND = HEAL
+QUANT_METHODS = (HEAL, LAYERCAST)
 
 _registered = False
 
@@ -201,8 +203,8 @@ def register() -> None:
                       sa.add_radix_supported_deterministic_attention_backend_choices)):
         if ATTENTION_BACKEND not in lst:
             add([ATTENTION_BACKEND])
-    quantization.QUANTIZATION_METHODS["heal"] = HealConfig
-    quantization.QUANTIZATION_METHODS["layercast"] = LayerCastConfig
+    quantization.QUANTIZATION_METHODS[HealConfig.name] = HealConfig
+    quantization.QUANTIZATION_METHODS[LayerCastConfig.name] = LayerCastConfig
     missing = [m for m in QUANT_METHODS if m not in sa.QUANTIZATION_CHOICES]
     if missing:
         sa.add_quantization_method_choices(missing)

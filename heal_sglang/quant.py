@@ -132,7 +132,7 @@ class _FP32ActivationConfig(QuantizationConfig):
         if user_quant == cls.name and hf_quant_cfg:
             method = hf_quant_cfg.get("quant_method", "?") if isinstance(hf_quant_cfg, dict) else "?"
             flags = f"--quantization {cls.name}"
-            if cls.name == "heal":
+            if cls.name == state.HEAL:
                 flags = "--attention-backend heal / --quantization heal"
             raise ValueError(
                 f"{flags} serves 16-bit (bf16/fp16) checkpoints only, but this checkpoint is pre-quantized "
@@ -160,12 +160,12 @@ class _FP32ActivationConfig(QuantizationConfig):
 
 
 class HealConfig(_FP32ActivationConfig):
-    name = "heal"
+    name = state.HEAL
     linear_method = HealLinearMethod
     embedding_method = HealEmbeddingMethod
 
 
 class LayerCastConfig(_FP32ActivationConfig):
-    name = "layercast"
+    name = state.LAYERCAST
     linear_method = LayerCastLinearMethod
     embedding_method = LayerCastEmbeddingMethod

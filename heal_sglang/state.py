@@ -97,7 +97,7 @@ def row_shards_from_env(environ=None) -> int:
 def mode_for(quantization: str | None, dtype: torch.dtype | str | None) -> str | None:
     if quantization == HEAL:
         return HEAL
-    if quantization == "layercast":
+    if quantization == LAYERCAST:
         return LAYERCAST
     if dtype in (torch.float32, "float32", "fp32"):
         return FP32
