@@ -11,33 +11,13 @@ bf16 or fp16; output fp32.
 from __future__ import annotations
 
 import torch
-import triton
-import triton.language as tl
 
 from heal_kernels import configs
+from heal_kernels._kernels.activation import _act_and_mul_kernel
 from heal_kernels._runtime import FLOAT_DTYPES, arch_key, check_tensor, out_buffer
 
 _SILU = 0
 _GELU_TANH = 1
-
-
-@triton.jit
-def _act_and_mul_kernel(
-    x_ptr, out_ptr, D, stride_x, stride_o,
-    ACT: tl.constexpr, BLOCK_D: tl.constexpr,
-):
-    row = tl.program_id(0).to(tl.int64)
-    for d0 in range(0, D, BLOCK_D):
-        cols = d0 + tl.arange(0, BLOCK_D)
-        mask = cols < D
-        a = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
-        b = tl.load(x_ptr + row * stride_x + D + cols, mask=mask, other=0.0).to(tl.float32)
-        if ACT == 0:
-            z = a
-        else:
-            z = 2.0 * 0.7978845608028654 * (a + 0.044715 * a * a * a)
-        y = a / (1.0 + tl.exp(-z))
-        tl.store(out_ptr + row * stride_o + cols, y * b, mask=mask)
 
 
 def _act_and_mul(x: torch.Tensor, act: int, out: torch.Tensor | None) -> torch.Tensor:

@@ -6,7 +6,7 @@ over the keys j <= pos(t) of t's sequence (and pos(t) - j <= sliding_window if s
 K/V are read from the cache only, through ``kv_indices`` (the slot of each position of
 each sequence, concatenated; ``kv_indptr`` [B+1] delimits sequences): write the new
 tokens with ``kv_int16.store_kv`` first.  The maths and the fixed reduction order are
-described in ``_attention_kernels``; a query token's output is bitwise the same
+described in ``_kernels/attention.py``; a query token's output is bitwise the same
 from ``attention_extend`` and ``attention_decode``, in any batch, chunking or page
 placement.  Output float32 [T, Hq, D].
 """
@@ -17,7 +17,7 @@ import torch
 import triton
 
 from heal_kernels import configs
-from heal_kernels._attention_kernels import _attn_kernel, _merge_kernel, _qk_int_kernel
+from heal_kernels._kernels.attention import _attn_kernel, _merge_kernel
 from heal_kernels._runtime import FLOAT_DTYPES, arch_key, check_tensor, out_buffer
 from heal_kernels.kv_int16 import Int16KV, check_cache, check_slots
 
@@ -194,21 +194,4 @@ def attention_decode(
         pm, pl, pacc, out, kv_indptr, pm.stride(0), pm.stride(1), pm.stride(2), out.stride(0), out.stride(1),
         SPLIT=numerics.split_tokens, HEADS_PER_PROG=hpp, HEAD_DIM=d, **_launch_opts(arch, "merge", None),
     )
-    return out
-
-
-def qk_int_scores(q_int: torch.Tensor, k_int: torch.Tensor) -> torch.Tensor:
-    """Exact int64 scores q_int @ k_int.T of int16 rows through the attention kernels' int8 MMA path.
-
-    For tests of the exact-score claim: q_int [16, D], k_int [N, D] (N a power of two >= 16).
-    """
-    check_tensor("q_int", q_int, dtypes=(torch.int16,), ndim=2)
-    check_tensor("k_int", k_int, dtypes=(torch.int16,), ndim=2, device=q_int.device)
-    m, d = q_int.shape
-    n = k_int.shape[0]
-    if k_int.shape[1] != d or m != 16 or n < 16 or n & (n - 1):
-        raise ValueError(f"q_int must be [16, D] and k_int [N, D] with N a power of two >= 16; got "
-                         f"{tuple(q_int.shape)} and {tuple(k_int.shape)}")
-    out = torch.empty((m, n), dtype=torch.int64, device=q_int.device)
-    _qk_int_kernel[(1,)](q_int.contiguous(), k_int.contiguous(), out, HEAD_DIM=d, BLOCK_M=m, BLOCK_N=n)
     return out

@@ -1,4 +1,4 @@
-"""INT16 K/V cache: per-token, per-head quantization, paged store, dequantization.
+"""INT16 K/V cache: per-token, per-head quantization and paged store (torch references: heal_kernels.reference).
 
 A row r (one token of one head) is stored as int16 values q and one fp32 scale s:
 
@@ -18,47 +18,12 @@ from dataclasses import dataclass
 
 import torch
 import triton
-import triton.language as tl
 
+from heal_kernels._kernels.kv_int16 import _kv_store_kernel
+from heal_kernels._kernels.primitives import QMAX as QMAX  # defined once, there
 from heal_kernels._runtime import FLOAT_DTYPES, check_shape, check_tensor, is_interpret
 
-QMAX = 32639
 HEAD_DIMS = (64, 128, 256)
-
-
-@triton.jit
-def _quantize_rows(x):
-    """x [R, D] fp32 -> (q [R, D] int32 in [-QMAX, QMAX], scale [R] fp32)."""
-    amax = tl.max(tl.abs(x), axis=1)
-    scale = tl.where(amax > 0.0, tl.div_rn(amax, 32639.0), 1.0)
-    q = tl.floor(tl.div_rn(x, scale[:, None]) + 0.5)
-    q = tl.minimum(tl.maximum(q, -32639.0), 32639.0)
-    return q.to(tl.int32), scale
-
-
-@triton.jit
-def _kv_store_kernel(
-    k_ptr, v_ptr, loc_ptr, kc_ptr, ks_ptr, vc_ptr, vs_ptr,
-    H, stride_kt, stride_kh, stride_vt, stride_vh,
-    stride_cs, stride_ch, stride_ss,
-    HEAD_DIM: tl.constexpr, BLOCK_H: tl.constexpr,
-):
-    t = tl.program_id(0).to(tl.int64)
-    slot = tl.load(loc_ptr + t).to(tl.int64)
-    h = tl.arange(0, BLOCK_H)
-    d = tl.arange(0, HEAD_DIM)
-    mask = (h < H)[:, None]
-    for which in tl.static_range(2):
-        if which == 0:
-            src = k_ptr + t * stride_kt + h[:, None] * stride_kh + d[None, :]
-            dst, sdst = kc_ptr, ks_ptr
-        else:
-            src = v_ptr + t * stride_vt + h[:, None] * stride_vh + d[None, :]
-            dst, sdst = vc_ptr, vs_ptr
-        x = tl.load(src, mask=mask, other=0.0).to(tl.float32)
-        q, scale = _quantize_rows(x)
-        tl.store(dst + slot * stride_cs + h[:, None] * stride_ch + d[None, :], q.to(tl.int16), mask=mask)
-        tl.store(sdst + slot * stride_ss + h, scale, mask=h < H)
 
 
 @dataclass(frozen=True)
@@ -160,17 +125,3 @@ def store_kv(cache: Int16KV, loc: torch.Tensor, k: torch.Tensor, v: torch.Tensor
         cache.k.stride(0), cache.k.stride(1), cache.k_scale.stride(0),
         HEAD_DIM=d, BLOCK_H=triton.next_power_of_2(h), num_warps=1 if is_interpret() else 4,
     )
-
-
-def quantize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reference quantization in torch (same arithmetic as the kernels): x [..., D] -> (int16, fp32 scale)."""
-    x = x.float()
-    amax = x.abs().amax(dim=-1)
-    # tensor / tensor: on CUDA, torch divides by a Python scalar through its reciprocal
-    scale = torch.where(amax > 0, amax / torch.full_like(amax, QMAX), torch.ones_like(amax))
-    q = torch.floor(x / scale[..., None] + 0.5).clamp(-QMAX, QMAX)
-    return q.to(torch.int16), scale
-
-
-def dequantize(q: torch.Tensor, scale: torch.Tensor, dtype=torch.float64) -> torch.Tensor:
-    return q.to(dtype) * scale.to(dtype)[..., None]

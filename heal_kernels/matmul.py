@@ -18,8 +18,9 @@ import torch
 import triton
 
 from heal_kernels import configs
-from heal_kernels._matmul_kernels import _heal_matmul_kernel, _split_kernel
+from heal_kernels._kernels.matmul import _heal_matmul_kernel, _split_kernel
 from heal_kernels._runtime import arch_key, check_contiguous, check_shape, check_tensor, out_buffer
+from heal_kernels.reduce import tree_sum
 
 WEIGHT_DTYPES = (torch.bfloat16, torch.float16)
 # A converted weight's channel max lands in [2**14, 2**15), like the activations.
@@ -144,16 +145,6 @@ def heal_matmul(
         num_warps=tiles.num_warps, num_stages=tiles.num_stages,
     )
     return out
-
-
-def tree_sum(parts) -> torch.Tensor:
-    """((p0 + p1) + (p2 + p3)) ...: the fixed pairwise order ``k_shards`` uses; len(parts) a power of two."""
-    parts = list(parts)
-    if not parts or len(parts) & (len(parts) - 1):
-        raise ValueError(f"tree_sum needs a power-of-two number of partials, got {len(parts)}")
-    while len(parts) > 1:
-        parts = [parts[i] + parts[i + 1] for i in range(0, len(parts), 2)]
-    return parts[0]
 
 
 def _sharded(x, wt, wscale, bias, out, tiles, numerics, k_shards):

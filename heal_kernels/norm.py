@@ -10,30 +10,10 @@ batch.  Inputs may be fp32, bf16 or fp16; outputs are fp32.
 from __future__ import annotations
 
 import torch
-import triton
-import triton.language as tl
 
 from heal_kernels import configs
+from heal_kernels._kernels.norm import _rmsnorm_kernel
 from heal_kernels._runtime import FLOAT_DTYPES, arch_key, check_shape, check_tensor, out_buffer
-
-
-@triton.jit
-def _rmsnorm_kernel(
-    x_ptr, res_ptr, w_ptr, out_ptr, res_out_ptr,
-    N, stride_x, stride_r, stride_o, stride_ro, eps,
-    HAS_RESIDUAL: tl.constexpr, BLOCK_N: tl.constexpr,
-):
-    row = tl.program_id(0).to(tl.int64)
-    cols = tl.arange(0, BLOCK_N)
-    mask = cols < N
-    h = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
-    if HAS_RESIDUAL:
-        h += tl.load(res_ptr + row * stride_r + cols, mask=mask, other=0.0).to(tl.float32)
-        tl.store(res_out_ptr + row * stride_ro + cols, h, mask=mask)
-    mean_sq = tl.sum(h * h, axis=0) / N
-    rstd = 1.0 / tl.sqrt_rn(mean_sq + eps)
-    w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-    tl.store(out_ptr + row * stride_o + cols, h * rstd * w, mask=mask)
 
 
 def rms_norm(

@@ -12,6 +12,7 @@ import math
 
 import torch
 
+from heal_kernels._kernels.primitives import QMAX
 from heal_kernels.matmul import HealWeight
 
 
@@ -119,3 +120,17 @@ def attention_ref(q, k, v, q_pos, *, sm_scale, sliding_window=-1, logit_cap=0.0,
     s = s.masked_fill(~visible[None], float("-inf"))
     p = torch.softmax(s, dim=-1).to(dtype)
     return torch.einsum("hts,shd->thd", p, vd)
+
+
+def quantize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference quantization in torch (same arithmetic as the kernels): x [..., D] -> (int16, fp32 scale)."""
+    x = x.float()
+    amax = x.abs().amax(dim=-1)
+    # tensor / tensor: on CUDA, torch divides by a Python scalar through its reciprocal
+    scale = torch.where(amax > 0, amax / torch.full_like(amax, QMAX), torch.ones_like(amax))
+    q = torch.floor(x / scale[..., None] + 0.5).clamp(-QMAX, QMAX)
+    return q.to(torch.int16), scale
+
+
+def dequantize(q: torch.Tensor, scale: torch.Tensor, dtype=torch.float64) -> torch.Tensor:
+    return q.to(dtype) * scale.to(dtype)[..., None]

@@ -14,44 +14,9 @@ from __future__ import annotations
 
 import torch
 import triton
-import triton.language as tl
 
+from heal_kernels._kernels.rope import _rope_kernel
 from heal_kernels._runtime import FLOAT_DTYPES, arch_key, check_tensor, out_buffer
-
-
-@triton.jit
-def _rope_kernel(
-    pos_ptr, x_ptr, out_ptr, cs_ptr,
-    H, stride_xt, stride_xh, stride_ot, stride_oh, stride_cs,
-    HEAD_DIM: tl.constexpr, HALF_ROT: tl.constexpr, IS_NEOX: tl.constexpr,
-    BLOCK_H: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr,
-):
-    t = tl.program_id(0).to(tl.int64)
-    pos = tl.load(pos_ptr + t).to(tl.int64)
-    i = tl.arange(0, BLOCK_R)
-    mask_i = i < HALF_ROT
-    cos = tl.load(cs_ptr + pos * stride_cs + i, mask=mask_i, other=0.0)
-    sin = tl.load(cs_ptr + pos * stride_cs + HALF_ROT + i, mask=mask_i, other=0.0)
-    if IS_NEOX:
-        c1 = i
-        c2 = i + HALF_ROT
-    else:
-        c1 = 2 * i
-        c2 = 2 * i + 1
-    for h0 in range(0, H, BLOCK_H):
-        h = h0 + tl.arange(0, BLOCK_H)
-        mask = (h < H)[:, None] & mask_i[None, :]
-        xrow = x_ptr + t * stride_xt + h[:, None].to(tl.int64) * stride_xh
-        orow = out_ptr + t * stride_ot + h[:, None].to(tl.int64) * stride_oh
-        x1 = tl.load(xrow + c1[None, :], mask=mask, other=0.0).to(tl.float32)
-        x2 = tl.load(xrow + c2[None, :], mask=mask, other=0.0).to(tl.float32)
-        tl.store(orow + c1[None, :], x1 * cos[None, :] - x2 * sin[None, :], mask=mask)
-        tl.store(orow + c2[None, :], x2 * cos[None, :] + x1 * sin[None, :], mask=mask)
-        if 2 * HALF_ROT < HEAD_DIM:
-            d = 2 * HALF_ROT + tl.arange(0, BLOCK_D)
-            mask_d = (h < H)[:, None] & (d < HEAD_DIM)[None, :]
-            tail = tl.load(xrow + d[None, :], mask=mask_d, other=0.0).to(tl.float32)
-            tl.store(orow + d[None, :], tail, mask=mask_d)
 
 
 def _rope_one(name: str, positions, x, cos_sin_cache, head_dim, rot_half, is_neox, out) -> torch.Tensor:

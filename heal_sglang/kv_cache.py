@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 from sglang.srt.layers.quantization.fp4_kv_cache_quant_method import KVCacheQuantMethodBase
 
-from heal_kernels.kv_int16 import Int16KV, bytes_per_token, dequantize, new_int16_kv, store_kv
+from heal_kernels.kv_int16 import Int16KV, bytes_per_token, new_int16_kv, store_kv
+from heal_kernels.reference import dequantize
 
 
 class Int16KVCacheMethod(KVCacheQuantMethodBase):

@@ -1,7 +1,7 @@
 """Tensor parallelism under heal: every rule in one place.
 
 Row-parallel layers (o_proj, down_proj) reduce their K dimension in ``HEAL_ROW_SHARDS``
-shards added in a fixed pairwise tree (``heal_kernels.matmul.tree_sum``). Under TP each rank
+shards added in a fixed pairwise tree (``heal_kernels.reduce.tree_sum``). Under TP each rank
 computes its own slice of that tree and the ranks' FP32 partials are all-gathered and added
 in rank order, so any ``--tp-size`` dividing ``HEAL_ROW_SHARDS`` gives the same bits and
 NCCL never sums them. Here: the server-argument rule, the per-layer shard count and its
@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from sglang.srt.layers.linear import RowParallelLinear
 
-from heal_kernels.matmul import tree_sum
+from heal_kernels.reduce import tree_sum
 from heal_sglang import state
 
 

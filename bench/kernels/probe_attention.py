@@ -21,7 +21,7 @@ HQ, HK, D = LLAMA3_8B_HEADS
 
 def _resources() -> str:
     """Registers and spills of the most recently compiled _attn_kernel variant."""
-    from heal_kernels._attention_kernels import _attn_kernel
+    from heal_kernels._kernels.attention import _attn_kernel
 
     ks = [k for dc in _attn_kernel.device_caches.values() for k in dc[0].values()]
     if not ks:
@@ -55,7 +55,7 @@ def accuracy():
         kvp = torch.tensor([0, n], device="cuda")
         out = attention.attention_extend(q[n - new:], cache, qo, kvp, loc, sm_scale=d**-0.5)
         pos = torch.arange(n - new, n, device="cuda")
-        deq = [kv_int16.dequantize(*kv_int16.quantize(x)) for x in (q[n - new:], k, v)]
+        deq = [reference.dequantize(*reference.quantize(x)) for x in (q[n - new:], k, v)]
         r64 = reference.attention_ref(*deq, pos, sm_scale=d**-0.5)
         r32 = reference.attention_ref(*deq, pos, sm_scale=d**-0.5, dtype=torch.float32)
         t64 = reference.attention_ref(q[n - new:], k, v, pos, sm_scale=d**-0.5)

@@ -13,7 +13,7 @@ import sys
 import torch
 
 from bench.kernels.probe_attention import decode_case
-from heal_kernels._attention_kernels import _attn_kernel
+from heal_kernels._kernels.attention import _attn_kernel
 
 
 def main():

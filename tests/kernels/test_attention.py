@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from heal_kernels import kv_int16, reference
-from heal_kernels.attention import attention_decode, attention_extend, qk_int_scores
+from heal_kernels.attention import attention_decode, attention_extend
 from tests.conftest import ON_GPU
 from tests.helpers import poisoned
+from tests.kernels.exact_scores import qk_int_scores
 
 # err vs float64 over the dequantized inputs <= C_FP32 * (FP32 attention's error on the same
 # inputs): the kernel's own arithmetic is at FP32's level.  Against the unquantized inputs
@@ -68,7 +69,7 @@ class Batch:
         """(float64 over dequantized, float32 over dequantized, float64 unquantized, bf16) for one sequence."""
         pos = torch.arange(start, end, device=self.device)
         qq, kk, vv = self.q[s][start:end], self.k[s][:end], self.v[s][:end]
-        deq = [kv_int16.dequantize(*kv_int16.quantize(x)) for x in (qq, kk, vv)]
+        deq = [reference.dequantize(*reference.quantize(x)) for x in (qq, kk, vv)]
         args = dict(sm_scale=self.d**-0.5, **kw)
         return (reference.attention_ref(*deq, pos, **args),
                 reference.attention_ref(*deq, pos, dtype=torch.float32, **args),
@@ -193,11 +194,11 @@ def test_store_kv_matches_reference_quantization(device):
     k[2] = 0
     loc = torch.randperm(64, generator=gen)[:10].to(device)
     kv_int16.store_kv(cache, loc, k, v)
-    kq, ks = kv_int16.quantize(k)
-    vq, vs = kv_int16.quantize(v)
+    kq, ks = reference.quantize(k)
+    vq, vs = reference.quantize(v)
     assert torch.equal(cache.k[loc], kq) and torch.equal(cache.k_scale[loc], ks)
     assert torch.equal(cache.v[loc], vq) and torch.equal(cache.v_scale[loc], vs)
-    rel = (kv_int16.dequantize(kq, ks) - k.double()).abs().amax(-1) / k.double().abs().amax(-1).clamp_min(1e-30)
+    rel = (reference.dequantize(kq, ks) - k.double()).abs().amax(-1) / k.double().abs().amax(-1).clamp_min(1e-30)
     # half a step, plus the fp32 rounding of x / scale before rounding to an integer
     # (up to 2**-24 * QMAX ~ 0.002 of a step)
     assert rel.max() <= 0.502 / kv_int16.QMAX

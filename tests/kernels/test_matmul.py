@@ -195,7 +195,7 @@ def test_k_shards_reproduce_any_rank_split(device):
     """S = 4 K-shards, added in a fixed tree: what TP = 1, 2 and 4 ranks each compute
     (their own K slice, a per-rank weight scale from prepare_weight) combines, in rank
     order, to the same bits, bias added once at the end."""
-    from heal_kernels.matmul import tree_sum
+    from heal_kernels.reduce import tree_sum
 
     torch.manual_seed(11)
     m, n, k = 5, 96, 512

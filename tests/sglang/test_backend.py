@@ -12,7 +12,7 @@ import unittest
 import pytest
 import torch
 
-from heal_kernels.kv_int16 import dequantize, quantize
+from heal_kernels.reference import dequantize, quantize
 
 HEAD_DIM = 64
 

@@ -27,18 +27,9 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from heal_kernels._matmul_kernels import _dot2, _split_tile
-from heal_kernels.kv_int16 import _quantize_rows
+from heal_kernels._kernels.primitives import _dot2, _quantize_rows, _split16, _split_tile
 
 LOG2E = tl.constexpr(1.4426950408889634)
-
-
-@triton.jit
-def _split16(x):
-    """int32 in [-32639, 32639] -> (hi, lo) int32 in [-128, 127] with x == hi * 256 + lo."""
-    lo = ((x + 128) & 255) - 128
-    hi = (x - lo) >> 8
-    return hi, lo
 
 
 @triton.jit
@@ -229,14 +220,3 @@ def _merge_kernel(
         M, L, ACC = _fold(M, L, ACC, m, l_, acc)
     tl.store(out_ptr + b * stride_ot + h[:, None] * stride_oh + d[None, :], ACC / L[:, None])
 
-
-@triton.jit
-def _qk_int_kernel(q_ptr, k_ptr, out_ptr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """Debug/test: exact int64 scores of int16 q [BLOCK_M, D] and k [BLOCK_N, D] through the kernels' MMA path."""
-    r = tl.arange(0, BLOCK_M)
-    c = tl.arange(0, BLOCK_N)
-    d = tl.arange(0, HEAD_DIM)
-    qh, ql = _split16(tl.load(q_ptr + r[:, None] * HEAD_DIM + d[None, :]).to(tl.int32))
-    kh, kl = _split16(tl.load(k_ptr + c[:, None] * HEAD_DIM + d[None, :]).to(tl.int32))
-    s = _qk_int(qh.to(tl.int8), ql.to(tl.int8), tl.trans(kh.to(tl.int8)), tl.trans(kl.to(tl.int8)))
-    tl.store(out_ptr + r[:, None] * BLOCK_N + c[None, :], s)

@@ -8,7 +8,8 @@ Split of FP32 activations, per row and per BLOCK_K tile of K (t):
 
 Scaling each tile by a power of two keeps FP16 away from overflow (65504) and from
 its subnormals whatever the magnitude of the activations (massive activations of
-1e5, or tiny ones); the scale is undone exactly on the FP32 side.
+1e5, or tiny ones); the scale is undone exactly on the FP32 side.  The split itself
+(_split_tile) and the two-part MMA (_dot2) are in primitives, shared with attention.
 """
 
 from __future__ import annotations
@@ -16,32 +17,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-ROW_TOP = tl.constexpr(14)
-
-
-@triton.jit
-def _pow2(e):
-    """2**e as fp32, exactly, for integer e in [-126, 127]."""
-    return ((e + 127) << 23).to(tl.float32, bitcast=True)
-
-
-@triton.jit
-def _split_tile(x):
-    """x [R, BLOCK_K] fp32 -> (hi fp16, lo fp16, 2**-shift fp32 [R]) with x == (hi + lo) * 2**-shift.
-
-    The max is exact and every step elementwise, so a tile's parts depend on that
-    tile of that row alone, in whichever kernel and program they are computed (the
-    attention kernels split P this way too).
-    """
-    m = tl.max(tl.abs(x), axis=1)
-    exp = ((m.to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127  # floor(log2 m); -127 for 0 / subnormal
-    # Non-finite tiles keep scale 1 so inf/nan propagate as in an FP32 matmul.
-    shift = tl.where((m > 0.0) & (exp < 128), ROW_TOP - exp, 0)
-    shift = tl.minimum(tl.maximum(shift, -126), 126)
-    xs = x * _pow2(shift)[:, None]
-    hi = xs.to(tl.float16)
-    lo = (xs - hi.to(tl.float32)).to(tl.float16)
-    return hi, lo, _pow2(-shift)
+from heal_kernels._kernels.primitives import _dot2, _split_tile
 
 
 @triton.jit
@@ -60,21 +36,6 @@ def _split_kernel(
     tl.store(hi_ptr + row * stride_hm + cols, hi, mask=mask)
     tl.store(lo_ptr + row * stride_hm + cols, lo, mask=mask)
     tl.store(ts_ptr + row * stride_tm + t, inv, mask=t < KT)
-
-
-@triton.jit
-def _dot2(a_hi, a_lo, b, EXACT: tl.constexpr):
-    """a_hi . b + a_lo . b as one fp32 MMA chain.
-
-    EXACT (the CPU interpreter only): in float64, so the sum does not depend on the
-    row's place in the tile as numpy's float32 matmul does; on the GPU each element
-    of an MMA is computed the same way wherever its row sits.
-    """
-    if EXACT:
-        b64 = b.to(tl.float64)
-        lo = tl.dot(a_lo.to(tl.float64), b64, out_dtype=tl.float64)
-        return tl.dot(a_hi.to(tl.float64), b64, lo, out_dtype=tl.float64).to(tl.float32)
-    return tl.dot(a_hi, b, tl.dot(a_lo, b))
 
 
 @triton.jit

@@ -1,0 +1,44 @@
+"""Test helper: exact int64 q.k scores through the attention kernels' int8 MMA path.
+
+Not part of the package: it checks the claim (heal_kernels/_kernels/attention.py) that
+every score of int16 values split into int8 parts is an exact integer.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from heal_kernels._kernels.attention import _qk_int
+from heal_kernels._kernels.primitives import _split16
+from heal_kernels._runtime import check_tensor
+
+
+@triton.jit
+def _qk_int_kernel(q_ptr, k_ptr, out_ptr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Debug/test: exact int64 scores of int16 q [BLOCK_M, D] and k [BLOCK_N, D] through the kernels' MMA path."""
+    r = tl.arange(0, BLOCK_M)
+    c = tl.arange(0, BLOCK_N)
+    d = tl.arange(0, HEAD_DIM)
+    qh, ql = _split16(tl.load(q_ptr + r[:, None] * HEAD_DIM + d[None, :]).to(tl.int32))
+    kh, kl = _split16(tl.load(k_ptr + c[:, None] * HEAD_DIM + d[None, :]).to(tl.int32))
+    s = _qk_int(qh.to(tl.int8), ql.to(tl.int8), tl.trans(kh.to(tl.int8)), tl.trans(kl.to(tl.int8)))
+    tl.store(out_ptr + r[:, None] * BLOCK_N + c[None, :], s)
+
+
+def qk_int_scores(q_int: torch.Tensor, k_int: torch.Tensor) -> torch.Tensor:
+    """Exact int64 scores q_int @ k_int.T of int16 rows through the attention kernels' int8 MMA path.
+
+    For tests of the exact-score claim: q_int [16, D], k_int [N, D] (N a power of two >= 16).
+    """
+    check_tensor("q_int", q_int, dtypes=(torch.int16,), ndim=2)
+    check_tensor("k_int", k_int, dtypes=(torch.int16,), ndim=2, device=q_int.device)
+    m, d = q_int.shape
+    n = k_int.shape[0]
+    if k_int.shape[1] != d or m != 16 or n < 16 or n & (n - 1):
+        raise ValueError(f"q_int must be [16, D] and k_int [N, D] with N a power of two >= 16; got "
+                         f"{tuple(q_int.shape)} and {tuple(k_int.shape)}")
+    out = torch.empty((m, n), dtype=torch.int64, device=q_int.device)
+    _qk_int_kernel[(1,)](q_int.contiguous(), k_int.contiguous(), out, HEAD_DIM=d, BLOCK_M=m, BLOCK_N=n)
+    return out
