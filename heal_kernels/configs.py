@@ -18,6 +18,7 @@ function of the row width only.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -128,11 +129,26 @@ def matmul_tile_table(arch: str) -> tuple[MatmulTiles, ...]:
     return tuple(t for _, _, t in (_INTERPRET_TILES if arch == "interpret" else _GPU_TILES))
 
 
-def matmul_tiles(arch: str, m: int, n: int) -> MatmulTiles:
-    for max_m, min_n, tiles in _INTERPRET_TILES if arch == "interpret" else _GPU_TILES:
-        if m <= max_m and n >= min_n:
-            return tiles
-    raise AssertionError("unreachable: the last bucket takes every M and N")
+def matmul_tiles(arch: str, m: int, n: int, *, k_shards: int = 1, shard_grid: bool = False) -> MatmulTiles:
+    table = _INTERPRET_TILES if arch == "interpret" else _GPU_TILES
+    tiles = next(t for max_m, min_n, t in table if m <= max_m and n >= min_n)  # the last bucket takes every M, N
+    if k_shards > 1 and not shard_grid and tiles.n_halves > 1:
+        # two shards summed in one program hold two accumulators: the wide tile's halves become the tile
+        tiles = dataclasses.replace(tiles, block_n=tiles.block_n // tiles.n_halves, n_halves=1)
+    return tiles
+
+
+# Up to this M a sharded matmul runs one program per (tile, shard) and sums the shards' partials
+# in a second kernel: at small M the tiles alone are too few to fill the GPU (N = 4096: 128 programs
+# of 16 x 32), and the partials are small.  Above it, two shards are summed inside each program
+# (no partials traffic); more shards than two always take the grid.
+_SHARD_GRID_MAX_M = 64
+
+
+def matmul_shard_grid(arch: str, m: int, k_shards: int) -> bool:
+    """Whether heal_matmul's K shards run in separate programs (partials + _shard_sum_kernel)."""
+    del arch
+    return k_shards > 2 or (k_shards == 2 and m <= _SHARD_GRID_MAX_M)
 
 
 def row_config(arch: str, width: int) -> RowConfig:

@@ -18,9 +18,8 @@ import torch
 import triton
 
 from heal_kernels import configs
-from heal_kernels._kernels.matmul import _heal_matmul_kernel, _split_kernel
+from heal_kernels._kernels.matmul import _heal_matmul_kernel, _shard_sum_kernel, _split_kernel
 from heal_kernels._runtime import arch_key, check_contiguous, check_shape, check_tensor, out_buffer
-from heal_kernels.reduce import tree_sum
 
 WEIGHT_DTYPES = (torch.bfloat16, torch.float16)
 # A converted weight's channel max lands in [2**14, 2**15), like the activations.
@@ -106,6 +105,12 @@ def heal_matmul(
     kernel, exact for |w| in [2**-14, 65504]) or a HealWeight from prepare_weight
     (exact for any finite weight).  ``tiles``/``numerics`` override the pinned
     configs, for tests and benchmarks only.  ``out``: optional float32 [M, N] destination.
+
+    ``k_shards`` (1, 2, 4, 8) cuts K into that many equal runs of whole K tiles whose
+    sums are added in ``heal_kernels.reduce.tree_sum``'s pairwise order: a row-parallel
+    layer's HEAL_ROW_SHARDS tree, which is what lets TP ranks compute slices of it.  It is
+    part of the numerics (the caller fixes it per layer, never per batch); whether the
+    shards run in separate programs or one is a launch choice that never changes a bit.
     """
     check_tensor("x", x, dtypes=(torch.float32,), ndim=2)
     dev = x.device
@@ -126,44 +131,39 @@ def heal_matmul(
         check_shape("bias", bias, (n,))
     arch = arch_key(dev)
     numerics = numerics or configs.matmul_numerics(arch, wt.dtype, n, k)
-    if k_shards != 1:
-        return _sharded(x, wt, wscale, bias, out, tiles, numerics, k_shards)
-    tiles = tiles or configs.matmul_tiles(arch, m, n)
+    kt = triton.cdiv(k, numerics.block_k)
+    if not isinstance(k_shards, int) or k_shards not in (1, 2, 4, 8):
+        raise ValueError(f"k_shards must be a power of two up to 8 (1, 2, 4, 8), got {k_shards!r}")
+    if k % (k_shards * numerics.block_k) and k_shards > 1:
+        raise ValueError(
+            f"K={k} does not split into k_shards={k_shards} shards of whole {numerics.block_k}-wide K tiles"
+        )
+    shard_grid = configs.matmul_shard_grid(arch, m, k_shards)
+    tiles = tiles or configs.matmul_tiles(arch, m, n, k_shards=k_shards, shard_grid=shard_grid)
+    if k_shards > 1 and not shard_grid and (k_shards != 2 or tiles.n_halves != 1):
+        raise ValueError(f"shards summed in the program need k_shards=2 and n_halves=1, got {k_shards} and {tiles}")
     out = out_buffer("out", out, (m, n), dev)
     if m == 0 or n == 0:
         return out
     if k == 0:
         return out.zero_() if bias is None else out.copy_(bias.float().expand(m, n))
     hi, lo, ts = split_tiles(x, numerics.block_k)
-    grid = (triton.cdiv(m, tiles.block_m) * triton.cdiv(n, tiles.block_n),)
+    # The shards' sums go to partials, summed by _shard_sum_kernel, when they are spread over programs.
+    part = torch.empty((k_shards, m, n), dtype=torch.float32, device=dev) if shard_grid else out
+    grid = (triton.cdiv(m, tiles.block_m) * triton.cdiv(n, tiles.block_n), k_shards if shard_grid else 1)
     _heal_matmul_kernel[grid](
-        hi, lo, ts, wt, wscale if wscale is not None else ts, bias if bias is not None else ts, out,
-        m, n, k, ts.shape[1], hi.stride(0), ts.stride(0), wt.stride(0), out.stride(0),
+        hi, lo, ts, wt, wscale if wscale is not None else ts, bias if bias is not None else ts, part,
+        m, n, k, kt, hi.stride(0), ts.stride(0), wt.stride(0), n if shard_grid else out.stride(0), m * n,
         HAS_BIAS=bias is not None, HAS_WSCALE=wscale is not None, W_BF16=wt.dtype == torch.bfloat16,
         BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n, BLOCK_K=numerics.block_k, GROUP_M=tiles.group_m,
-        K_UNROLL=tiles.k_unroll, N_HALVES=tiles.n_halves, EXACT=arch == "interpret",
-        num_warps=tiles.num_warps, num_stages=tiles.num_stages,
+        K_UNROLL=tiles.k_unroll, N_HALVES=tiles.n_halves, SHARDS=k_shards, SHARD_GRID=shard_grid,
+        EXACT=arch == "interpret", num_warps=tiles.num_warps, num_stages=tiles.num_stages,
     )
+    if shard_grid:
+        block = 1024
+        _shard_sum_kernel[(triton.cdiv(m * n, block),)](
+            part, bias if bias is not None else part, out, m * n, n, m * n,
+            SHARDS=k_shards, HAS_BIAS=bias is not None, BLOCK=block, num_warps=4,
+        )
     return out
 
-
-def _sharded(x, wt, wscale, bias, out, tiles, numerics, k_shards):
-    m, k = x.shape
-    n = wt.shape[0]
-    if not isinstance(k_shards, int) or k_shards < 1 or k_shards & (k_shards - 1):
-        raise ValueError(f"k_shards must be a power of two, got {k_shards!r}")
-    ks = k // k_shards
-    if k % k_shards or ks % numerics.block_k:
-        raise ValueError(
-            f"K={k} does not split into k_shards={k_shards} shards of whole {numerics.block_k}-wide K tiles"
-        )
-    out = out_buffer("out", out, (m, n), x.device)
-    parts = []
-    for i in range(k_shards):
-        cols = slice(i * ks, (i + 1) * ks)
-        w_i = HealWeight(wt[:, cols], wscale) if wscale is not None else wt[:, cols]
-        parts.append(heal_matmul(x[:, cols], w_i, None, tiles=tiles, numerics=numerics))
-    total = tree_sum(parts)
-    if bias is not None:
-        total = total + bias.float()
-    return out.copy_(total)

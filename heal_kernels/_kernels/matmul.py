@@ -50,37 +50,84 @@ def _tile_product(hi_ptrs, lo_ptrs, b_ptrs, mask_a, mask_b, W_BF16: tl.constexpr
 
 
 @triton.jit
-def _epilogue(acc, offs_m, offs_n, mask_m, N, wscale_ptr, bias_ptr, out_ptr, stride_om,
-              HAS_WSCALE: tl.constexpr, HAS_BIAS: tl.constexpr):
-    mask_n = offs_n < N
+def _scaled(acc, offs_n, N, wscale_ptr, HAS_WSCALE: tl.constexpr):
+    """acc * wscale[n] (an exact power of two: no rounding)."""
     if HAS_WSCALE:
-        acc = acc * tl.load(wscale_ptr + offs_n, mask=mask_n, other=1.0)[None, :]
+        acc = acc * tl.load(wscale_ptr + offs_n, mask=offs_n < N, other=1.0)[None, :]
+    return acc
+
+
+@triton.jit
+def _store(acc, offs_m, offs_n, mask_m, N, bias_ptr, out_ptr, stride_om, HAS_BIAS: tl.constexpr):
+    mask_n = offs_n < N
     if HAS_BIAS:
         acc = acc + tl.load(bias_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
     tl.store(out_ptr + offs_m[:, None] * stride_om + offs_n[None, :], acc, mask=mask_m[:, None] & mask_n[None, :])
 
 
 @triton.jit
+def _k_tiles(
+    t_begin, t_end, hi_ptr, lo_ptr, ts_ptr, w_ptr, offs_m, offs_n0, offs_n1, mask_m, N, K, stride_hm, stride_tm,
+    stride_wn, W_BF16: tl.constexpr, BLOCK_M: tl.constexpr, HALF_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    K_UNROLL: tl.constexpr, N_HALVES: tl.constexpr, EXACT: tl.constexpr,
+):
+    """sum over K tiles t in [t_begin, t_end), ascending, of ts[m, t] * (lo_t . w_t + hi_t . w_t), from zero."""
+    offs_k = tl.arange(0, BLOCK_K)
+    k0 = t_begin * BLOCK_K
+    hi_ptrs = hi_ptr + offs_m[:, None] * stride_hm + (k0 + offs_k)[None, :]
+    lo_ptrs = lo_ptr + offs_m[:, None] * stride_hm + (k0 + offs_k)[None, :]
+    b0_ptrs = w_ptr + offs_n0[None, :] * stride_wn + (k0 + offs_k)[:, None]
+    b1_ptrs = w_ptr + offs_n1[None, :] * stride_wn + (k0 + offs_k)[:, None]
+    ts_ptrs = ts_ptr + offs_m * stride_tm + t_begin
+    acc0 = tl.zeros([BLOCK_M, HALF_N], dtype=tl.float32)
+    acc1 = tl.zeros([BLOCK_M, HALF_N], dtype=tl.float32)
+    for t0 in range(t_begin, t_end, K_UNROLL):
+        for u in tl.static_range(K_UNROLL):
+            t = t0 + u
+            # all false past the range's last tile: p = 0, acc unchanged
+            mask_k = ((t * BLOCK_K + offs_k) < K) & (t < t_end)
+            mask_a = mask_m[:, None] & mask_k[None, :]
+            inv = tl.load(ts_ptrs + u, mask=mask_m & (t < t_end), other=1.0)[:, None]
+            p0 = _tile_product(hi_ptrs + u * BLOCK_K, lo_ptrs + u * BLOCK_K, b0_ptrs + u * BLOCK_K,
+                               mask_a, mask_k[:, None] & (offs_n0 < N)[None, :], W_BF16, EXACT)
+            acc0 = tl.fma(p0, inv, acc0)  # p * inv is exact: one rounding, to nearest
+            if N_HALVES == 2:
+                p1 = _tile_product(hi_ptrs + u * BLOCK_K, lo_ptrs + u * BLOCK_K, b1_ptrs + u * BLOCK_K,
+                                   mask_a, mask_k[:, None] & (offs_n1 < N)[None, :], W_BF16, EXACT)
+                acc1 = tl.fma(p1, inv, acc1)
+        hi_ptrs += BLOCK_K * K_UNROLL
+        lo_ptrs += BLOCK_K * K_UNROLL
+        b0_ptrs += BLOCK_K * K_UNROLL
+        b1_ptrs += BLOCK_K * K_UNROLL
+        ts_ptrs += K_UNROLL
+    return acc0, acc1
+
+
+@triton.jit
 def _heal_matmul_kernel(
     hi_ptr, lo_ptr, ts_ptr, w_ptr, wscale_ptr, bias_ptr, out_ptr,
     M, N, K, KT,
-    stride_hm, stride_tm, stride_wn, stride_om,
+    stride_hm, stride_tm, stride_wn, stride_om, stride_part,
     HAS_BIAS: tl.constexpr, HAS_WSCALE: tl.constexpr, W_BF16: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-    K_UNROLL: tl.constexpr, N_HALVES: tl.constexpr, EXACT: tl.constexpr,
+    K_UNROLL: tl.constexpr, N_HALVES: tl.constexpr, SHARDS: tl.constexpr, SHARD_GRID: tl.constexpr,
+    EXACT: tl.constexpr,
 ):
-    """out[m, n] = wscale[n] * sum_t ts[m, t] * (lo_t . w_t + hi_t . w_t) + bias[n].
+    """out[m, n] = tree_s(wscale[n] * sum_{t in shard s} ts[m, t] * (lo_t . w_t + hi_t . w_t)) + bias[n].
 
-    K is walked in ascending BLOCK_K tiles t.  Each tile's lo and hi products are
+    K is cut into SHARDS equal runs of whole BLOCK_K tiles (1: no cut).  Within a
+    shard, K tiles are walked in ascending order; each tile's lo and hi products are
     summed by one fresh MMA chain (its internal sum truncates, but over 2 x 64
     products only); the tile result is then scaled by its exact power of two and
     added to the FP32 accumulator with round-to-nearest: an fma, so the compiler
-    cannot fold the add back into the MMA accumulator.  No split-K, no atomics.
+    cannot fold the add back into the MMA accumulator.  Shard sums are added in the
+    fixed pairwise tree of heal_kernels.reduce.tree_sum.  No atomics.
 
-    K_UNROLL tiles are loaded per loop iteration and N_HALVES = 2 computes the
-    BLOCK_N columns as two halves, each with its own accumulator: both only change
-    how the work is cut (bigger loads; a wide tile without a second full-width
-    product in registers), never which tiles are summed in which order.
+    How the work is cut never changes a bit: K_UNROLL tiles per loop iteration,
+    N_HALVES = 2 (two accumulators for a wide tile), and where the shards are summed:
+    SHARD_GRID, one program per (tile, shard) writing its shard's sum to the partials
+    at out_ptr + s * stride_part for _shard_sum_kernel (small M: more programs),
+    or in this program (SHARDS = 2 only: two accumulators, no partials traffic).
     """
     pid = tl.program_id(0)
     num_pid_m = tl.cdiv(M, BLOCK_M)
@@ -95,35 +142,46 @@ def _heal_matmul_kernel(
     offs_m = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n0 = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, HALF_N)
     offs_n1 = offs_n0 + HALF_N
-    offs_k = tl.arange(0, BLOCK_K)
     mask_m = offs_m < M
-    hi_ptrs = hi_ptr + offs_m[:, None] * stride_hm + offs_k[None, :]
-    lo_ptrs = lo_ptr + offs_m[:, None] * stride_hm + offs_k[None, :]
-    b0_ptrs = w_ptr + offs_n0[None, :] * stride_wn + offs_k[:, None]
-    b1_ptrs = w_ptr + offs_n1[None, :] * stride_wn + offs_k[:, None]
-    ts_ptrs = ts_ptr + offs_m * stride_tm
-
-    acc0 = tl.zeros([BLOCK_M, HALF_N], dtype=tl.float32)
-    acc1 = tl.zeros([BLOCK_M, HALF_N], dtype=tl.float32)
-    for t0 in range(0, KT, K_UNROLL):
-        for u in tl.static_range(K_UNROLL):
-            t = t0 + u
-            mask_k = (t * BLOCK_K + offs_k) < K  # all false past the last tile: p = 0, acc unchanged
-            mask_a = mask_m[:, None] & mask_k[None, :]
-            inv = tl.load(ts_ptrs + u, mask=mask_m & (t < KT), other=1.0)[:, None]
-            p0 = _tile_product(hi_ptrs + u * BLOCK_K, lo_ptrs + u * BLOCK_K, b0_ptrs + u * BLOCK_K,
-                               mask_a, mask_k[:, None] & (offs_n0 < N)[None, :], W_BF16, EXACT)
-            acc0 = tl.fma(p0, inv, acc0)  # p * inv is exact: one rounding, to nearest
-            if N_HALVES == 2:
-                p1 = _tile_product(hi_ptrs + u * BLOCK_K, lo_ptrs + u * BLOCK_K, b1_ptrs + u * BLOCK_K,
-                                   mask_a, mask_k[:, None] & (offs_n1 < N)[None, :], W_BF16, EXACT)
-                acc1 = tl.fma(p1, inv, acc1)
-        hi_ptrs += BLOCK_K * K_UNROLL
-        lo_ptrs += BLOCK_K * K_UNROLL
-        b0_ptrs += BLOCK_K * K_UNROLL
-        b1_ptrs += BLOCK_K * K_UNROLL
-        ts_ptrs += K_UNROLL
-
-    _epilogue(acc0, offs_m, offs_n0, mask_m, N, wscale_ptr, bias_ptr, out_ptr, stride_om, HAS_WSCALE, HAS_BIAS)
+    kt_shard = KT // SHARDS
+    if SHARD_GRID:
+        s = tl.program_id(1)
+        t_begin = s * kt_shard
+        out_ptr += s.to(tl.int64) * stride_part
+    else:
+        t_begin = 0
+    acc0, acc1 = _k_tiles(t_begin, t_begin + kt_shard, hi_ptr, lo_ptr, ts_ptr, w_ptr, offs_m, offs_n0, offs_n1,
+                          mask_m, N, K, stride_hm, stride_tm, stride_wn, W_BF16, BLOCK_M, HALF_N, BLOCK_K,
+                          K_UNROLL, N_HALVES, EXACT)
+    acc0 = _scaled(acc0, offs_n0, N, wscale_ptr, HAS_WSCALE)
     if N_HALVES == 2:
-        _epilogue(acc1, offs_m, offs_n1, mask_m, N, wscale_ptr, bias_ptr, out_ptr, stride_om, HAS_WSCALE, HAS_BIAS)
+        acc1 = _scaled(acc1, offs_n1, N, wscale_ptr, HAS_WSCALE)
+    if SHARDS == 2 and not SHARD_GRID:
+        b0, b1 = _k_tiles(kt_shard, KT, hi_ptr, lo_ptr, ts_ptr, w_ptr, offs_m, offs_n0, offs_n1,
+                          mask_m, N, K, stride_hm, stride_tm, stride_wn, W_BF16, BLOCK_M, HALF_N, BLOCK_K,
+                          K_UNROLL, N_HALVES, EXACT)
+        acc0 = acc0 + _scaled(b0, offs_n0, N, wscale_ptr, HAS_WSCALE)
+        if N_HALVES == 2:
+            acc1 = acc1 + _scaled(b1, offs_n1, N, wscale_ptr, HAS_WSCALE)
+    _store(acc0, offs_m, offs_n0, mask_m, N, bias_ptr, out_ptr, stride_om, HAS_BIAS and not SHARD_GRID)
+    if N_HALVES == 2:
+        _store(acc1, offs_m, offs_n1, mask_m, N, bias_ptr, out_ptr, stride_om, HAS_BIAS and not SHARD_GRID)
+
+
+@triton.jit
+def _shard_sum_kernel(part_ptr, bias_ptr, out_ptr, MN, N, stride_part,
+                      SHARDS: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr):
+    """out = tree_sum(partials) + bias, elementwise, in tree_sum's pairwise order."""
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < MN
+    p = part_ptr + offs
+    a = tl.load(p, mask=mask) + tl.load(p + stride_part, mask=mask)
+    if SHARDS >= 4:
+        a = a + (tl.load(p + 2 * stride_part, mask=mask) + tl.load(p + 3 * stride_part, mask=mask))
+    if SHARDS == 8:
+        b = tl.load(p + 4 * stride_part, mask=mask) + tl.load(p + 5 * stride_part, mask=mask)
+        b = b + (tl.load(p + 6 * stride_part, mask=mask) + tl.load(p + 7 * stride_part, mask=mask))
+        a = a + b
+    if HAS_BIAS:
+        a = a + tl.load(bias_ptr + offs % N, mask=mask).to(tl.float32)
+    tl.store(out_ptr + offs, a, mask=mask)

@@ -59,3 +59,23 @@ def test_matmul_repeatable_run_to_run():
     first = heal_matmul(x, w)
     for _ in range(3):
         assert torch.equal(heal_matmul(x, w), first)
+
+
+@pytest.mark.parametrize("shards", [2, 4])
+@pytest.mark.parametrize("n,k", [(4096, 4096), (4096, 14336)], ids=lambda v: str(v))
+def test_k_shards_match_the_shard_tree_and_do_not_depend_on_the_batch(n, k, shards):
+    """A sharded matmul (HEAL_ROW_SHARDS) runs its shards in separate programs at small M and,
+    for two shards, inside one program above it: every batch size gives the bits of the tree
+    of single-shard products, and a row's bits do not depend on how many rows share the launch."""
+    from heal_kernels.matmul import HealWeight
+    from heal_kernels.reduce import tree_sum
+
+    gen = torch.Generator().manual_seed(k + shards)
+    w = prepare_weight((torch.randn(n, k, generator=gen) * 0.02).bfloat16().cuda())
+    x = reference.heavy_tailed_activations(max(BATCH_SIZES), k, generator=gen, device="cuda")
+    ks = k // shards
+    w_parts = [HealWeight(w.weight[:, i * ks:(i + 1) * ks].contiguous(), w.scale) for i in range(shards)]
+    for m in (1, 16, 64, 65, 300):
+        want = tree_sum([heal_matmul(x[:m, i * ks:(i + 1) * ks].contiguous(), w_parts[i]) for i in range(shards)])
+        assert torch.equal(heal_matmul(x[:m], w, k_shards=shards), want), m
+    assert_rows_invariant(lambda xs: heal_matmul(xs, w, k_shards=shards), x)

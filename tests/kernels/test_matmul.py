@@ -191,14 +191,16 @@ def test_bad_arguments_raise_value_error_naming_them(device):
             call()
 
 
-def test_k_shards_reproduce_any_rank_split(device):
+@pytest.mark.parametrize("m", [5, 100], ids=lambda m: f"M{m}")
+def test_k_shards_reproduce_any_rank_split(device, m):
     """S = 4 K-shards, added in a fixed tree: what TP = 1, 2 and 4 ranks each compute
     (their own K slice, a per-rank weight scale from prepare_weight) combines, in rank
-    order, to the same bits, bias added once at the end."""
+    order, to the same bits, bias added once at the end.  M = 5 runs the shards in
+    separate programs, M = 100 sums a rank's two shards inside each program."""
     from heal_kernels.reduce import tree_sum
 
     torch.manual_seed(11)
-    m, n, k = 5, 96, 512
+    n, k = 96, 512
     x = torch.randn(m, k, device=device)
     w = (torch.randn(n, k, device=device) * 0.02).to(torch.bfloat16)
     w[:, 300:] *= 64  # channel maxima differ per shard: per-rank scales differ
@@ -208,11 +210,38 @@ def test_k_shards_reproduce_any_rank_split(device):
     for tp in (1, 2, 4):
         ks = k // tp
         parts = [heal_matmul(x[:, r * ks:(r + 1) * ks].contiguous(), prepare_weight(w[:, r * ks:(r + 1) * ks]),
-                             None, k_shards=4 // tp) for r in range(tp)]
+                             None, out=poisoned((m, n), device), k_shards=4 // tp) for r in range(tp)]
         assert torch.equal(tree_sum(parts) + bias, full), tp
     ref = reference.matmul_ref(x, w, bias)
     plain = heal_matmul(x, prepare_weight(w), bias)
     assert reference.rel_err(full, ref) <= 2 * reference.rel_err(plain, ref) + 1e-12
+
+
+@pytest.mark.parametrize("shards", [2, 4, 8])
+def test_k_shards_in_separate_programs_or_one_give_the_same_bits(device, shards, monkeypatch):
+    """Where a sharded matmul sums its shards (partials + a second kernel, or inside each program
+    for two shards) is a launch choice by M; it must never change a bit, and every shard sum must
+    be the unsharded kernel over that shard's K, added in tree_sum's order, bias last."""
+    from heal_kernels import configs
+    from heal_kernels.matmul import HealWeight
+    from heal_kernels.reduce import tree_sum
+
+    torch.manual_seed(12)
+    m, n, k = 70, 80, 1024
+    x = torch.randn(m, k, device=device)
+    hw = prepare_weight((torch.randn(n, k, device=device) * 0.02).to(torch.bfloat16))
+    bias = torch.randn(n, device=device)
+    ks = k // shards
+    parts = [heal_matmul(x[:, i * ks:(i + 1) * ks].contiguous(),
+                         HealWeight(hw.weight[:, i * ks:(i + 1) * ks].contiguous(), hw.scale), None)
+             for i in range(shards)]
+    want = tree_sum(parts) + bias
+    outs = []
+    for max_m in (0, 1 << 30):  # every M in one program (two shards only) / every M over the grid
+        monkeypatch.setattr(configs, "_SHARD_GRID_MAX_M", max_m)
+        outs.append(heal_matmul(x, hw, bias, out=poisoned((m, n), device), k_shards=shards))
+    for out in outs:
+        assert torch.equal(out, want)
 
 
 def test_k_shards_must_split_into_whole_tiles(device):
@@ -222,3 +251,6 @@ def test_k_shards_must_split_into_whole_tiles(device):
         heal_matmul(x, w, k_shards=4)
     with pytest.raises(ValueError, match="power of two"):
         heal_matmul(x, w, k_shards=3)
+    with pytest.raises(ValueError, match="power of two up to 8"):
+        heal_matmul(torch.randn(2, 64 * 16, device=device), torch.randn(8, 64 * 16, device=device).bfloat16(),
+                    k_shards=16)
