@@ -59,7 +59,7 @@ def test_stock_arguments_are_untouched(plugin, tiny_model):
     (dict(quantization="heal", enable_mixed_chunk=True), "--enable-mixed-chunk"),
     (dict(quantization="heal", kv_cache_dtype="fp8_e4m3"), "--kv-cache-dtype fp8_e4m3"),
     (dict(quantization="heal", enable_torch_compile=True), "--enable-torch-compile"),
-    (dict(quantization="heal", tp_size=2), "--tp-size 2"),
+    (dict(quantization="heal", tp_size=4), "--tp-size 4"),  # the default HEAL_ROW_SHARDS=2 serves TP 1 and 2
     (dict(quantization="heal", disaggregation_mode="prefill"), "--disaggregation-mode prefill"),
 ])
 def test_invalid_combinations_name_the_flag(plugin, tiny_model, kw, needle):
@@ -92,15 +92,20 @@ def test_prequantized_checkpoint_is_refused_at_start_up(plugin, prequantized_mod
 
 
 def test_tensor_parallel_needs_a_row_shard_count_it_divides(plugin, tiny_model, monkeypatch):
+    monkeypatch.delenv("HEAL_ROW_SHARDS", raising=False)  # the default, 2, serves TP 1 and 2
+    assert _args(tiny_model, quantization="heal", tp_size=2).tp_size == 2
+    with pytest.raises(ValueError, match="HEAL_ROW_SHARDS=2"):
+        _args(tiny_model, quantization="heal", tp_size=4)
     monkeypatch.setenv("HEAL_ROW_SHARDS", "4")
     sa = _args(tiny_model, quantization="heal", tp_size=2)
     assert sa.tp_size == 2 and sa.attention_backend == "heal"
     monkeypatch.setenv("HEAL_ROW_SHARDS", "2")
     with pytest.raises(ValueError, match="HEAL_ROW_SHARDS=2"):
         _args(tiny_model, quantization="heal", tp_size=4)
-    monkeypatch.setenv("HEAL_ROW_SHARDS", "3")
-    with pytest.raises(ValueError, match="power of two"):
-        _args(tiny_model, quantization="heal", tp_size=2)
+    for bad in ("3", "16"):
+        monkeypatch.setenv("HEAL_ROW_SHARDS", bad)
+        with pytest.raises(ValueError, match="power of two"):
+            _args(tiny_model, quantization="heal", tp_size=2)
 
 
 def test_model_features_are_refused(plugin, tiny_model):
