@@ -169,17 +169,21 @@ def attention_decode(
     max_seq_len = _check_batch(cache, kv_indptr, kv_indices, None, "max_seq_len", max_seq_len, n_seqs)
     arch = arch_key(q.device)
     numerics = numerics or configs.attention_numerics(arch)
-    target = (launch or configs.attention_launch(arch, "decode")).programs or 1
+    dl = launch or configs.attention_launch(arch, "decode")
+    target = dl.programs or 1
+    d_parts = dl.d_parts or configs.attention_d_parts(arch, n_seqs, hk, d)
+    if d_parts not in (1, 2, 4, 8) or d % d_parts or d // d_parts < 16:
+        raise ValueError(f"launch.d_parts={d_parts}: must be 1, 2, 4 or 8 and leave >= 16 of head_dim {d} per part")
     n_splits = max(1, triton.cdiv(max_seq_len, numerics.split_tokens))
     # Programs along the splits: enough to fill the GPU; each takes every n_prog-th split
     # of its sequence, so splits past a sequence's end cost one idle program at most.
-    n_prog = min(n_splits, max(1, triton.cdiv(target, n_seqs * hk)))
+    n_prog = min(n_splits, max(1, triton.cdiv(target, n_seqs * hk * d_parts)))
     group = hq // hk
     block_m = max(16, triton.next_power_of_2(group))
     pm = torch.empty((n_seqs, hq, n_splits), dtype=torch.float32, device=q.device)
     pl = torch.empty_like(pm)
     pacc = torch.empty((n_seqs, hq, n_splits, d), dtype=torch.float32, device=q.device)
-    _attn_kernel[(n_prog, n_seqs, hk)](
+    _attn_kernel[(n_prog * d_parts, n_seqs, hk)](
         q, out, pm, pl, pacc, kv_indptr, kv_indptr, kv_indices,
         cache.k, cache.k_scale, cache.v, cache.v_scale,
         float(sm_scale), int(sliding_window), float(logit_cap),
@@ -187,7 +191,8 @@ def attention_decode(
         cache.k.stride(0), cache.k.stride(1), cache.k_scale.stride(0),
         pm.stride(0), pm.stride(1), pm.stride(2),
         GROUP=group, HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=numerics.kv_block, SPLIT=numerics.split_tokens,
-        DECODE=True, HAS_WINDOW=sliding_window >= 0, HAS_CAP=logit_cap > 0, **_launch_opts(arch, "decode", launch),
+        DECODE=True, HAS_WINDOW=sliding_window >= 0, HAS_CAP=logit_cap > 0, D_PARTS=d_parts,
+        **_launch_opts(arch, "decode", launch),
     )
     hpp = min(8, hq & -hq)  # a power of two dividing hq
     _merge_kernel[(n_seqs, hq // hpp)](

@@ -57,6 +57,7 @@ class AttentionLaunch:
     num_stages: int
     rows: int = 0  # extend: (token x q head) rows per program
     programs: int = 0  # decode: target programs per launch; each loops over splits programs apart
+    d_parts: int = 0  # decode: programs sharing one split's P.V columns (0: by batch, attention_d_parts)
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,23 @@ def attention_numerics(arch: str) -> AttentionNumerics:
 def attention_launch(arch: str, path: str) -> AttentionLaunch:
     del arch
     return _ATTN_LAUNCH[path]
+
+
+def attention_d_parts(arch: str, n_seqs: int, kv_heads: int, head_dim: int) -> int:
+    """Decode programs per (split, sequence, kv head), each doing P.V for head_dim / parts columns.
+
+    A decode program runs one warp through its split's blocks one after another; at batch 1
+    (8 kv heads, 1 split at 128 tokens: 8 programs) most of the GPU idles and P.V is half the
+    time (H200: 35.7 us of which 15 P.V).  Splitting V's columns over programs recomputes the
+    scores (cheap: exact int8 MMAs) but shares P.V.  Chosen from the batch only, never from
+    the lengths (fixed when a CUDA graph is captured); it never changes a bit.
+    """
+    del arch
+    pairs = n_seqs * kv_heads
+    parts = 4 if pairs <= 32 else 2 if pairs <= 64 else 1
+    while parts > 1 and head_dim // parts < 16:  # an MMA tile is at least 16 columns wide
+        parts //= 2
+    return parts
 
 
 def matmul_numerics(arch: str, w_dtype: torch.dtype, n: int, k: int) -> MatmulNumerics:

@@ -55,20 +55,23 @@ def _fold(M, L, ACC, m, ls, acc):
 def _block(
     m_i, l_i, acc, qh, ql, qs, pos_q, row_ok, b0, seq_len, slots,
     kc_ptr, ks_ptr, vc_ptr, vs_ptr, kvh, stride_cs, stride_ch, stride_ss,
-    window, cap, ones,
-    HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_CAP: tl.constexpr,
-    EXACT: tl.constexpr,
+    window, cap, ones, d0,
+    HEAD_DIM: tl.constexpr, DV: tl.constexpr, BLOCK_N: tl.constexpr, HAS_WINDOW: tl.constexpr,
+    HAS_CAP: tl.constexpr, EXACT: tl.constexpr,
 ):
     """One KV block [b0, b0 + BLOCK_N) of one sequence into the online-softmax state (log2 domain).
 
     ``slots`` are the block's cache slots (loaded by the caller one block ahead); K, V and
     their scales are all loaded before the first use, so the four loads are in flight together.
+    Scores use all HEAD_DIM columns of K; P.V only V's columns [d0, d0 + DV) (acc is [rows, DV]):
+    each output column's MMA sums the same products whichever columns share the tile.
     """
     pos_k = b0 + tl.arange(0, BLOCK_N)
     in_seq = pos_k < seq_len
     d = tl.arange(0, HEAD_DIM)
     k = tl.load(kc_ptr + slots[:, None] * stride_cs + kvh * stride_ch + d[None, :], mask=in_seq[:, None], other=0)
-    v = tl.load(vc_ptr + slots[:, None] * stride_cs + kvh * stride_ch + d[None, :], mask=in_seq[:, None], other=0)
+    dv = d0 + tl.arange(0, DV)
+    v = tl.load(vc_ptr + slots[:, None] * stride_cs + kvh * stride_ch + dv[None, :], mask=in_seq[:, None], other=0)
     sk = tl.load(ks_ptr + slots * stride_ss + kvh, mask=in_seq, other=0.0)
     sv = tl.load(vs_ptr + slots * stride_ss + kvh, mask=in_seq, other=0.0)
     kh, kl = _split16(k.to(tl.int32))
@@ -112,19 +115,23 @@ def _attn_kernel(
     stride_pb, stride_ph, stride_ps,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     SPLIT: tl.constexpr, DECODE: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_CAP: tl.constexpr,
-    EXACT: tl.constexpr,
+    EXACT: tl.constexpr, D_PARTS: tl.constexpr = 1,
 ):
     """Rows of a program: (token, q head of the kv head's group), token-major.
 
     Extend (DECODE=0): grid (q tiles, sequences, kv heads); every split up to the
     tile's last position, folded in registers, output written.
-    Decode (DECODE=1): grid (programs, sequences, kv heads); one token per sequence;
-    program p computes the sequence's splits p, p + programs, ... and writes each
-    split's state to the partials for _merge_kernel.  Splits past the sequence's end
-    are neither computed nor written: the merge stops at the sequence's last split,
-    and an empty split would be an exact identity of the fold anyway.
+    Decode (DECODE=1): grid (programs x D_PARTS, sequences, kv heads); one token per
+    sequence; program p computes the sequence's splits p, p + programs, ... and writes each
+    split's state to the partials for _merge_kernel.  With D_PARTS > 1 (few sequences: more
+    programs for the GPU) each of D_PARTS programs computes the same scores and P.V for its
+    HEAD_DIM / D_PARTS columns of V only; the bits are those of one program doing all columns.
+    Splits past the sequence's end are neither computed nor written: the merge stops at the
+    sequence's last split, and an empty split would be an exact identity of the fold anyway.
     """
-    pid0 = tl.program_id(0)
+    DV: tl.constexpr = HEAD_DIM // D_PARTS
+    pid0 = tl.program_id(0) // D_PARTS
+    d0 = (tl.program_id(0) % D_PARTS) * DV
     b = tl.program_id(1).to(tl.int64)
     kvh = tl.program_id(2).to(tl.int64)
     kv_base = tl.load(kv_indptr_ptr + b).to(tl.int64)
@@ -160,11 +167,11 @@ def _attn_kernel(
     NEG_INF: tl.constexpr = float("-inf")
     M = tl.full([BLOCK_M], NEG_INF, tl.float32)
     L = tl.zeros([BLOCK_M], tl.float32)
-    ACC = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    ACC = tl.zeros([BLOCK_M, DV], tl.float32)
     if DECODE:
         end = seq_len
         s_first = pid0
-        s_step = tl.num_programs(0)
+        s_step = tl.num_programs(0) // D_PARTS
     else:
         end = tl.minimum(seq_len - ext_len + (tile + 1) * TOKENS, seq_len)  # one past the tile's last position
         s_first = 0
@@ -172,7 +179,7 @@ def _attn_kernel(
     for s in range(s_first, tl.cdiv(end, SPLIT), s_step):
         m_i = tl.full([BLOCK_M], NEG_INF, tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
-        acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+        acc = tl.zeros([BLOCK_M, DV], tl.float32)
         b_end = tl.minimum((s + 1) * SPLIT, end)
         pos_n = s * SPLIT + tl.arange(0, BLOCK_N)
         slots = tl.load(idx_ptr + kv_base + pos_n, mask=pos_n < seq_len, other=0).to(tl.int64)
@@ -183,14 +190,15 @@ def _attn_kernel(
             m_i, l_i, acc = _block(
                 m_i, l_i, acc, qh, ql, qs, pos_q, row_ok, b0, seq_len, slots,
                 kc_ptr, ks_ptr, vc_ptr, vs_ptr, kvh, stride_cs, stride_ch, stride_ss,
-                window, cap, ones, HEAD_DIM, BLOCK_N, HAS_WINDOW, HAS_CAP, EXACT,
+                window, cap, ones, d0, HEAD_DIM, DV, BLOCK_N, HAS_WINDOW, HAS_CAP, EXACT,
             )
             slots = slots_next
         if DECODE:
             part = b * stride_pb + head * stride_ph + s * stride_ps
-            tl.store(pm_ptr + part, m_i, mask=row_ok)
-            tl.store(pl_ptr + part, l_i, mask=row_ok)
-            tl.store(pacc_ptr + part[:, None] * HEAD_DIM + d[None, :], acc, mask=row_ok[:, None])
+            tl.store(pm_ptr + part, m_i, mask=row_ok & (d0 == 0))
+            tl.store(pl_ptr + part, l_i, mask=row_ok & (d0 == 0))
+            tl.store(pacc_ptr + part[:, None] * HEAD_DIM + (d0 + tl.arange(0, DV))[None, :], acc,
+                     mask=row_ok[:, None])
         else:
             M, L, ACC = _fold(M, L, ACC, m_i, l_i, acc)
     if not DECODE:

@@ -122,6 +122,28 @@ def test_decode_equals_extend_bitwise(device):
     assert torch.equal(dec, full[ends.to(device)])
 
 
+@pytest.mark.parametrize("window,cap", [(-1, 0.0), (-1, 20.0)], ids=["plain", "cap"])
+def test_decode_column_parts_do_not_change_bits(device, window, cap):
+    """Decode spreads V's columns over 1, 2, 4 or 8 programs by batch size (a launch choice):
+    every count gives the bits of one program doing all columns, and of the extend path."""
+    import dataclasses
+
+    from heal_kernels import configs
+
+    lens = [600, 1300] if ON_GPU else [40, 290]
+    b = Batch(lens, 8, 2, 128, device, seed=9)
+    kw = dict(sliding_window=window, logit_cap=cap)
+    full = b.extend([0, 1], [0, 0], lens, **kw)
+    base = configs.attention_launch("sm90", "decode")
+    ends = torch.tensor(lens).cumsum(0) - 1
+    for parts in (1, 2, 4, 8):
+        launch = dataclasses.replace(base, d_parts=parts)
+        dec = b.decode([0, 1], [n - 1 for n in lens], out=poisoned((2, 8, 128), device), launch=launch, **kw)
+        assert torch.equal(dec, full[ends.to(device)]), f"d_parts={parts}"
+    with pytest.raises(ValueError, match="d_parts"):
+        b.decode([0], [5], launch=dataclasses.replace(base, d_parts=3))
+
+
 @pytest.mark.parametrize("window,cap", [(-1, 0.0), (50, 0.0), (-1, 20.0)], ids=["plain", "window", "cap"])
 def test_batch_invariance(device, window, cap):
     """The same sequence alone and among 1..N others (different lengths): same bits."""
