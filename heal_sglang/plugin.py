@@ -106,10 +106,10 @@ def check_heal_model(model, architectures) -> None:
 
 def _row_parallel_forward(orig, self, *a, **k):
     from heal_sglang import state
+    from heal_sglang.tp import rank_size, row_parallel_forward
 
-    if state.mode() != state.HEAL or self.tp_size == 1:
+    if state.mode() != state.HEAL or rank_size(self)[1] == 1:
         return orig(self, *a, **k)
-    from heal_sglang.tp import row_parallel_forward
 
     return row_parallel_forward(self, *a, **k)
 
