@@ -25,13 +25,19 @@ def test_register_is_idempotent(plugin):
     from sglang.srt.layers.attention.attention_registry import ATTENTION_BACKENDS
     from sglang.srt.plugins.hook_registry import HookRegistry
 
-    from heal_sglang.plugin import _hooks, register
+    from heal_sglang import compat
+    from heal_sglang.plugin import _hooks, _resolution_hooks, register
 
-    hooks_before = {t: len(HookRegistry._hooks[t]) for t, _, _ in _hooks()}
+    def counts():
+        steps = compat.lookup(compat.RESOLUTION_HOOKS) if compat.installed() == compat.SGLANG_0523 else {}
+        return ({t: len(HookRegistry._hooks[t]) for t, _, _ in _hooks()},
+                {step: len(steps.get(step, ())) for step, _ in _resolution_hooks()})
+
+    hooks_before = counts()
     factory = ATTENTION_BACKENDS["heal"]
     register()
     register()
-    assert {t: len(HookRegistry._hooks[t]) for t, _, _ in _hooks()} == hooks_before
+    assert counts() == hooks_before
     assert ATTENTION_BACKENDS["heal"] is factory
     for lst in (sa.ATTENTION_BACKEND_CHOICES, sa.DETERMINISTIC_ATTENTION_BACKEND_CHOICES,
                 sa.RADIX_SUPPORTED_DETERMINISTIC_ATTENTION_BACKEND):
@@ -117,6 +123,33 @@ def test_version_range_parsing():
     # exact releases, not a range: the ones between and around were never verified
     for v in ("0.5.16", "0.5.18", "0.5.20", "0.5.22", "0.5.24", "0.5.171", "0.5", "0.6.17", "unknown", ""):
         assert not compat.version_ok(v), v
+
+
+def test_the_argument_rules_hook_where_the_installed_sglang_resolves(plugin):
+    """0.5.17: around ServerArgs.__post_init__; 0.5.23: around the first and last resolution steps
+    (a hook on 0.5.23's __post_init__ would never run: msgspec binds it when the class is made)."""
+    from heal_sglang import compat
+    from heal_sglang.plugin import report
+
+    lines = {line for ok, line in report() if ok}
+    post_init = "hook on sglang.srt.server_args.ServerArgs.__post_init__"
+    steps = {f"resolution hook on {compat.PREPARE_STEP}", f"resolution hook on {compat.VALIDATE_STEP}"}
+    if compat.installed() == compat.SGLANG_0517:
+        assert post_init in lines and not steps & lines
+    else:
+        assert steps <= lines and post_init not in lines
+
+
+def test_a_missing_resolution_hook_is_reported(plugin, monkeypatch):
+    from heal_sglang import compat
+    from heal_sglang.plugin import report
+
+    if compat.installed() != compat.SGLANG_0523:
+        pytest.skip("SGLang 0.5.17 resolves in __post_init__ (test_a_missing_hook_is_reported)")
+    registered = compat.lookup(compat.RESOLUTION_HOOKS)
+    monkeypatch.setitem(registered, compat.VALIDATE_STEP, [])  # someone dropped our validation
+    missing = [line for ok, line in report() if not ok]
+    assert missing == [f"resolution hook on {compat.VALIDATE_STEP}"]
 
 
 @pytest.mark.parametrize("release", ["0.5.17", "0.5.23"])
