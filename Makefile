@@ -10,8 +10,22 @@ install:
 	$(PYTHON) -m pip install -e ".[sglang,test,bench]"
 
 # CPU: every kernel under the Triton interpreter; GPU-only tests are skipped.
+# SGLANG=0.5.23 (or 0.5.17): the same suite against that SGLang release, in its own virtual
+# environment .venv-sglang-<release>, made and installed on first use (about 11 GB).
+SGLANG ?=
+EXTRA_0.5.17 = sglang
+EXTRA_0.5.23 = sglang0523
+SGLANG_VENV = .venv-sglang-$(SGLANG)
+
 test:
+ifeq ($(SGLANG),)
 	TRITON_INTERPRET=1 $(PYTEST) -q tests
+else
+	@test -n "$(EXTRA_$(SGLANG))" || { echo "SGLANG=$(SGLANG): supported releases are 0.5.17 and 0.5.23"; exit 2; }
+	test -x $(SGLANG_VENV)/bin/python || $(PYTHON) -m venv $(SGLANG_VENV)
+	$(SGLANG_VENV)/bin/python -m pip install -e ".[$(EXTRA_$(SGLANG)),test,bench]"
+	TRITON_INTERPRET=1 $(SGLANG_VENV)/bin/python -m pytest -q tests
+endif
 
 # GPU: the same tests with real tensor cores, plus the `gpu`-marked ones.
 test-gpu:

@@ -1,8 +1,10 @@
-"""Server-argument rules for heal and layercast, applied around ``ServerArgs.__post_init__``.
+"""Server-argument rules for heal and layercast, applied where SGLang resolves its arguments:
+around ``ServerArgs.__post_init__`` on 0.5.17, around the first and last steps of the resolution
+pipeline on 0.5.23 (``plugin._resolution_prepare`` / ``_resolution_validate``).
 
-``prepare`` runs before SGLang resolves the arguments (it may still set fields);
-``validate`` runs after, on the resolved configuration, and refuses every feature
-HEAL cannot serve with its own numerics.  Errors name the flag to change.
+``prepare`` runs before SGLang resolves the arguments (it may still set fields; on 0.5.23 its
+writes become declarations); ``validate`` runs after, on the resolved configuration, and
+refuses every feature HEAL cannot serve with its own numerics.  Errors name the flag to change.
 """
 
 from __future__ import annotations
@@ -79,6 +81,10 @@ def _refusals(args) -> list[str]:
         out.append("the hierarchical (host) KV cache (--enable-hierarchical-cache)")
     if getattr(args, "enable_dp_attention", False):
         out.append("data-parallel attention (--enable-dp-attention)")
+    if getattr(args, "attn_dp_size", 1) > 1:  # 0.5.23 resolves --enable-dp-attention into attn_dp_size
+        out.append(f"data-parallel attention (--attn-dp-size {args.attn_dp_size})")
+    if getattr(args, "enable_layernorm_sp", False):  # 0.5.23: RowParallelLinear reduce-scatters instead
+        out.append("sequence-parallel layer norms (--enable-layernorm-sp)")
     from heal_sglang.tp import server_refusal
 
     tp_rule = server_refusal(getattr(args, "tp_size", 1))

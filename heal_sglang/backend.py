@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from sglang.kernels.ops.kvcache.kv_indices import create_flashinfer_kv_indices_triton
 from sglang.srt.layers.attention.base_attn_backend import AttentionBackend
 
 from heal_kernels.attention import attention_decode, attention_extend
+from heal_sglang import compat
 from heal_sglang.kv_cache import is_int16_pool, layer_cache
 
 
@@ -44,6 +44,8 @@ class HealAttnBackend(AttentionBackend):
         self.qo_indptr = torch.zeros(max_bs + 1, dtype=torch.int64, device=self.device)
         self.graph_kv_indices = None
         self.forward_metadata: _Metadata | None = None
+        # SGLang's paged-index kernel (it moved module in 0.5.23; the first 7 parameters kept their order)
+        self.kv_indices_kernel = compat.lookup(compat.KV_INDICES)
 
     # -- metadata ------------------------------------------------------------------
 
@@ -51,7 +53,7 @@ class HealAttnBackend(AttentionBackend):
         kv_indptr = self.kv_indptr[: bs + 1]
         kv_indptr[1:] = torch.cumsum(seq_lens[:bs], dim=0)
         if bs > 0:
-            create_flashinfer_kv_indices_triton[(bs,)](
+            self.kv_indices_kernel[(bs,)](
                 self.req_to_token, req_pool_indices[:bs], seq_lens[:bs], kv_indptr, None, kv_indices,
                 self.req_to_token.stride(0),
             )

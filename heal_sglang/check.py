@@ -1,6 +1,6 @@
-"""``python -m heal_sglang.check``: the installed SGLang version and the supported range, each
-SGLang name heal reaches into, then SGLang's plugins loaded the way the server does and what
-heal_sglang registered.  Exits 1 if anything is missing."""
+"""``python -m heal_sglang.check``: the installed SGLang version and the supported releases, each
+SGLang name heal reaches into (with the releases it applies to), then SGLang's plugins loaded the
+way the server does and what heal_sglang registered.  Exits 1 if anything is missing."""
 
 from __future__ import annotations
 
@@ -24,7 +24,10 @@ def main() -> int:
         register()  # idempotent; raises what load_plugins swallowed
     except Exception as exc:  # reported below, with every row
         error = exc
-    rows += report()
+    try:
+        rows += report()
+    except compat.CompatError as exc:  # an unsupported SGLang: which hooks apply is unknown
+        rows.append((False, f"plugin report: {exc}"))
     for ok, line in rows:
         print(f"[{'ok' if ok else 'MISSING'}] {line}")
     if error is not None:

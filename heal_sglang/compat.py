@@ -1,22 +1,26 @@
-"""The SGLang boundary: every SGLang name heal_sglang reaches into, with the versions it was
-verified on, checked at ``register()``.
+"""The SGLang boundary: every SGLang name heal_sglang reaches into, with the SGLang releases
+it applies to, checked at ``register()``.
 
 A version drift must fail loudly at start-up, never fall back to 16-bit numerics: the
-installed SGLang must be in ``SUPPORTED`` and every target must resolve, and where heal's
-code binds arguments by name, the target's signature must still have those parameters.
-``check()`` raises ``CompatError`` naming the target and the installed version;
-``report()`` gives one row per target for ``python -m heal_sglang.check``.
+installed SGLang must be one of the ``SUPPORTED`` releases (each verified on its own; the
+releases between them were not) and every target of that release must resolve, and where
+heal's code binds arguments by name, the target's signature must still have those
+parameters. ``check()`` raises ``CompatError`` naming the target and the installed version;
+``report()`` gives one row per target for ``python -m heal_sglang.check``; ``lookup()``
+returns the object for a named target of the installed release, or raises.
 """
 
 from __future__ import annotations
 
 import inspect
 import pkgutil
+import re
 from dataclasses import dataclass
 
-# Versions of SGLang the plugin was verified on (GPU and CPU suites), inclusive range.
-SUPPORTED = ("0.5.17", "0.5.17")
-VERIFIED = "0.5.17"
+# The SGLang releases heal-sglang was verified on, exactly (not a range).
+SGLANG_0517 = "0.5.17"
+SGLANG_0523 = "0.5.23"  # ServerArgs resolves in a pipeline of named steps; layers hold a tp_group
+SUPPORTED = (SGLANG_0517, SGLANG_0523)
 
 
 class CompatError(RuntimeError):
@@ -28,12 +32,33 @@ class Target:
     path: str  # module.attr[.attr]
     what: str  # why heal needs it
     params: tuple[str, ...] = ()  # parameter names heal's code relies on (callables)
+    versions: tuple[str, ...] = SUPPORTED  # the SGLang releases it applies to
+    members: tuple[str, ...] = ()  # items the object must contain (``in``)
 
+
+# names heal's code looks up with ``lookup()``; each applies to exactly one target per release
+KV_INDICES = "paged KV indices"
+RESOLVED_VIEW = "resolved server arguments"
+GROUP_RANK_SIZE = "a layer's TP rank and size"
+RECORD_FOREIGN_DEFAULTS = "heal's argument rewrites declared to SGLang"
+RESOLUTION_HOOKS = "registered resolution hooks"
+REGISTER_RESOLUTION_HOOK = "resolution hook registration"
+
+# the two resolution steps heal wraps on 0.5.23: the pipeline's first step (prepare) and its last (validate)
+PREPARE_STEP = "handle_deprecated_dp_attention"
+VALIDATE_STEP = "validate_deepep_v2_dispatch_token_budget"
 
 _HOOKS = "hook target"
+_0517 = (SGLANG_0517,)
+_0523 = (SGLANG_0523,)
+_ADDERS = ("add_attention_backend_choices", "add_deterministic_attention_backend_choices",
+           "add_radix_supported_deterministic_attention_backend_choices", "add_quantization_method_choices")
+_ARG_GROUPS = "sglang.srt.arg_groups"
 TARGETS: tuple[Target, ...] = (
     # hook targets (plugin._hooks)
-    Target("sglang.srt.server_args.ServerArgs.__post_init__", _HOOKS),
+    # 0.5.17 resolves in __post_init__; on 0.5.23 ServerArgs is a msgspec Struct whose
+    # __post_init__ is bound at class creation (a hook on it never runs) and does nothing.
+    Target("sglang.srt.server_args.ServerArgs.__post_init__", _HOOKS, versions=_0517),
     Target("sglang.srt.model_executor.model_runner.ModelRunner.__init__", _HOOKS, ("server_args", "model_config")),
     Target("sglang.srt.model_executor.model_runner.ModelRunner.load_model", _HOOKS),
     Target("sglang.srt.mem_cache.kv_cache_configurator.KVCacheConfigurator._build_mha_kv_pool", _HOOKS),
@@ -46,6 +71,19 @@ TARGETS: tuple[Target, ...] = (
     Target("sglang.srt.layers.activation.GeluAndMul.forward_cuda", _HOOKS, ("x",)),
     Target("sglang.srt.layers.rotary_embedding.base.RotaryEmbedding.forward_cuda", _HOOKS,
            ("positions", "query", "key", "offsets", "fused_set_kv_buffer_arg")),
+    # 0.5.23: server arguments resolve in resolve_once(), through named steps plugins may wrap;
+    # the record keeps the raw input and the resolved values are declarations over it
+    Target("sglang.srt.server_args.ServerArgs.resolve_once", "resolution entry point", versions=_0523),
+    Target(f"{_ARG_GROUPS}.resolution_hooks.register_resolution_hook", REGISTER_RESOLUTION_HOOK, ("name",),
+           versions=_0523),
+    Target(f"{_ARG_GROUPS}.resolution_hooks._OVERRIDABLE_HOOKS", "overridable resolution steps",
+           versions=_0523, members=(PREPARE_STEP, VALIDATE_STEP)),
+    Target(f"{_ARG_GROUPS}.resolution_hooks._HOOKS", RESOLUTION_HOOKS, versions=_0523),
+    Target(f"{_ARG_GROUPS}.overrides.record_foreign_defaults", RECORD_FOREIGN_DEFAULTS,
+           ("server_args", "source", "resolve"), versions=_0523),
+    Target(f"{_ARG_GROUPS}.overrides.resolved_view", RESOLVED_VIEW, ("server_args",), versions=_0523),
+    Target(f"{_ARG_GROUPS}.overrides.resolution_result", "resolved server argument", ("server_args", "field"),
+           versions=_0523),
     # registries and the adders that extend the argument choices
     Target("sglang.srt.plugins.hook_registry.HookRegistry", "hook registry"),
     Target("sglang.srt.plugins.hook_registry.HookType", "hook kinds"),
@@ -55,11 +93,10 @@ TARGETS: tuple[Target, ...] = (
     Target("sglang.srt.server_args.DETERMINISTIC_ATTENTION_BACKEND_CHOICES", "deterministic backends"),
     Target("sglang.srt.server_args.RADIX_SUPPORTED_DETERMINISTIC_ATTENTION_BACKEND", "radix-safe backends"),
     Target("sglang.srt.server_args.QUANTIZATION_CHOICES", "--quantization choices"),
-    Target("sglang.srt.server_args.add_attention_backend_choices", "adder", ("choices",)),
-    Target("sglang.srt.server_args.add_deterministic_attention_backend_choices", "adder", ("choices",)),
-    Target("sglang.srt.server_args.add_radix_supported_deterministic_attention_backend_choices", "adder",
-           ("choices",)),
-    Target("sglang.srt.server_args.add_quantization_method_choices", "adder", ("choices",)),
+    # heal calls the adders with one positional list: a function of `choices` on 0.5.17, the bound
+    # `extend` of the choices list on 0.5.23
+    *(Target(f"sglang.srt.server_args.{name}", "adder", ("choices",), versions=_0517) for name in _ADDERS),
+    *(Target(f"sglang.srt.server_args.{name}", "adder", versions=_0523) for name in _ADDERS),
     Target("sglang.srt.plugins.load_plugins", "plugin loader"),
     Target("sglang.srt.plugins.GENERAL_PLUGINS_GROUP", "entry-point group"),
     # base classes and helpers heal's modules build on
@@ -74,10 +111,14 @@ TARGETS: tuple[Target, ...] = (
     Target("sglang.srt.layers.linear.RowParallelLinear", "row-parallel layers"),
     Target("sglang.srt.layers.vocab_parallel_embedding.VocabParallelEmbedding", "embedding and lm_head"),
     Target("sglang.srt.utils.set_weight_attrs", "weight loader attributes"),
-    Target("sglang.kernels.ops.kvcache.kv_indices.create_flashinfer_kv_indices_triton", "paged KV indices"),
+    Target("sglang.kernels.ops.kvcache.kv_indices.create_flashinfer_kv_indices_triton", KV_INDICES, versions=_0517),
+    Target("sglang.kernels.ops.attention.kv_indices.create_flashinfer_kv_indices_triton", KV_INDICES,
+           versions=_0523),
     Target("sglang.srt.configs.model_config.AttentionArch", "MLA refusal"),
     Target("sglang.srt.runtime_context.get_parallel", "attention TP size"),
     Target("sglang.srt.distributed.get_tp_group", "ordered TP gather"),
+    # 0.5.17 layers carry tp_rank/tp_size; 0.5.23 layers carry their group
+    Target("sglang.srt.distributed.utils.get_group_rank_size", GROUP_RANK_SIZE, ("group",), versions=_0523),
     Target("sglang.srt.distributed.split_tensor_along_last_dim", "row-parallel input split"),
     Target("sglang.srt.distributed.tensor_model_parallel_all_reduce", "HEAL_TP_REDUCE=nccl"),
     Target("sglang.srt.layers.moe.utils.should_skip_mlp_all_reduce", "fused all-reduce refusal"),
@@ -87,11 +128,11 @@ TARGETS: tuple[Target, ...] = (
 def _vtuple(v: str) -> tuple[int, ...]:
     out = []
     for part in v.split("."):
-        digits = "".join(ch for ch in part if ch.isdigit())
-        if not digits:
+        m = re.match(r"\d+", part)
+        if not m:
             break
-        out.append(int(digits))
-        if not part.isdigit():  # 0.5.17rc1, 0.5.17.post1: the numeric release is what counts
+        out.append(int(m.group()))
+        if m.end() < len(part):  # 0.5.17rc1: the numeric release is what counts
             break
     return tuple(out)
 
@@ -102,10 +143,41 @@ def sglang_version() -> str:
     return getattr(sglang, "__version__", "unknown")
 
 
-def version_ok(v: str) -> bool:
-    lo, hi = (_vtuple(x) for x in SUPPORTED)
+def release_of(v: str) -> str | None:
+    """The supported release ``v`` is a build of (0.5.17.post1 -> 0.5.17), or None."""
     t = _vtuple(v)
-    return bool(t) and lo <= t[: len(hi)] <= hi
+    for s in SUPPORTED:
+        if len(t) >= 3 and t[:3] == _vtuple(s):
+            return s
+    return None
+
+
+def version_ok(v: str) -> bool:
+    return release_of(v) is not None
+
+
+def _supported_text() -> str:
+    return ", ".join(SUPPORTED)
+
+
+def installed() -> str:
+    """The supported release the installed SGLang is (one of ``SUPPORTED``); CompatError otherwise."""
+    v = sglang_version()
+    rel = release_of(v)
+    if rel is None:
+        raise CompatError(f"heal-sglang supports SGLang {_supported_text()} (verified releases only); SGLang {v} is "
+                          f"installed. Install a supported SGLang (pip install sglang=={SUPPORTED[0]}).")
+    return rel
+
+
+def targets(release: str | None = None) -> tuple[Target, ...]:
+    """The targets that apply to ``release`` (the installed one by default)."""
+    release = release or installed()
+    return tuple(t for t in TARGETS if release in t.versions)
+
+
+def _versions_text(target: Target) -> str:
+    return ", ".join(target.versions)
 
 
 def resolve(target: Target):
@@ -116,7 +188,7 @@ def resolve(target: Target):
         return inspect.getattr_static(obj, attr) if inspect.isclass(obj) else getattr(obj, attr)
     except (ImportError, AttributeError, ValueError) as e:
         raise CompatError(f"SGLang {sglang_version()} has no {target.path} ({target.what}; verified on "
-                          f"{VERIFIED}): {e}") from None
+                          f"{_versions_text(target)}): {e}") from None
 
 
 def _check_params(target: Target, obj) -> None:
@@ -129,37 +201,66 @@ def _check_params(target: Target, obj) -> None:
     missing = [p for p in target.params if p not in names]
     if missing:
         raise CompatError(f"{target.path} in SGLang {sglang_version()} no longer takes {', '.join(missing)} "
-                          f"({target.what}; verified on {VERIFIED} with parameters {', '.join(target.params)})")
+                          f"({target.what}; verified on {_versions_text(target)} with parameters "
+                          f"{', '.join(target.params)})")
+
+
+def _check_members(target: Target, obj) -> None:
+    missing = [m for m in target.members if m not in obj]
+    if missing:
+        raise CompatError(f"{target.path} in SGLang {sglang_version()} no longer holds {', '.join(missing)} "
+                          f"({target.what}; verified on {_versions_text(target)})")
 
 
 def check_version() -> None:
-    v = sglang_version()
-    if not version_ok(v):
-        raise CompatError(f"heal-sglang supports SGLang {SUPPORTED[0]}"
-                          + ("" if SUPPORTED[0] == SUPPORTED[1] else f" to {SUPPORTED[1]}")
-                          + f"; SGLang {v} is installed. Install a supported SGLang (pip install sglang=={VERIFIED}).")
+    installed()
 
 
-def check_target(target: Target) -> None:
+def check_target(target: Target):
+    """Resolve ``target`` and check its parameters and members; the object, or CompatError."""
     obj = resolve(target)
     if target.params:
         _check_params(target, obj)
+    if target.members:
+        _check_members(target, obj)
+    return obj
+
+
+def lookup(what: str):
+    """The checked object of the one target named ``what`` for the installed release; CompatError
+    if the version is unsupported, no target of that release has that name, or it moved."""
+    release = installed()
+    found = [t for t in targets(release) if t.what == what]
+    if len(found) != 1:
+        raise CompatError(f"heal_sglang.compat has {len(found)} targets for {what!r} on SGLang {release} (needs 1)")
+    return check_target(found[0])
+
+
+def resolved_args(server_args):
+    """The server arguments as SGLang resolved them. 0.5.17 resolves in place; on 0.5.23 the
+    record keeps the raw input (``--quantization heal`` alone leaves ``attention_backend``
+    None there) and this is a read-only view of the declarations over it."""
+    if installed() == SGLANG_0517:
+        return server_args
+    return lookup(RESOLVED_VIEW)(server_args)
 
 
 def check() -> None:
-    """The installed SGLang version, then every target: the first mismatch raises CompatError."""
-    check_version()
-    for t in TARGETS:
+    """The installed SGLang version, then every target of that release: the first mismatch raises CompatError."""
+    for t in targets(installed()):
         check_target(t)
 
 
 def report() -> list[tuple[bool, str]]:
+    """One row for the version, then one per target of the installed release (all targets if the
+    version is unsupported), each with the releases it applies to."""
     v = sglang_version()
-    rows = [(version_ok(v), f"SGLang {v} (supported: {SUPPORTED[0]}..{SUPPORTED[1]})")]
-    for t in TARGETS:
+    release = release_of(v)
+    rows = [(release is not None, f"SGLang {v} (supported: {_supported_text()})")]
+    for t in (targets(release) if release else TARGETS):
         try:
             check_target(t)
-            rows.append((True, f"{t.path}"))
+            rows.append((True, f"{t.path} ({_versions_text(t)})"))
         except CompatError as e:
             rows.append((False, str(e)))
     return rows

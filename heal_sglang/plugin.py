@@ -4,6 +4,11 @@ SGLang calls ``register`` in the launcher, the Engine and every scheduler proces
 and only logs what a plugin raises.  So ``register`` applies its hooks at once and
 checks every registry entry and hook itself (``report()``); ``python -m
 heal_sglang.check`` prints the same report and fails loudly.
+
+Server arguments: SGLang 0.5.17 resolves them in ``ServerArgs.__post_init__`` (an AROUND
+hook); 0.5.23 in ``resolve_once``'s pipeline of named steps, where heal wraps the first
+and the last step (``_resolution_hooks``), and the record keeps the raw input: every hook
+here reads server arguments through ``compat.resolved_args``.
 """
 
 from __future__ import annotations
@@ -22,12 +27,36 @@ _registered = False
 # -- hooks (imports stay lazy: register() runs before SGLang parses arguments) --------
 
 def _server_args_post_init(orig, self, *a, **k):
+    """0.5.17: ServerArgs resolves in __post_init__; heal's rewrites go before it, its checks after."""
     from heal_sglang import args
 
     args.prepare(self)
     result = orig(self, *a, **k)
     args.validate(self)
     return result
+
+
+def _resolution_prepare(server_args, previous):
+    """0.5.23, around the pipeline's first step: heal's rewrites, declared to SGLang as a plugin's
+    decisions (the record is sealed; a write must be a declaration)."""
+    from heal_sglang import args, compat
+
+    compat.lookup(compat.RECORD_FOREIGN_DEFAULTS)(server_args, "heal_sglang.args.prepare", args.prepare)
+    previous(server_args)
+
+
+def _resolution_validate(server_args, previous):
+    """0.5.23, around the pipeline's last step: heal's checks on the resolved arguments."""
+    from heal_sglang import args, compat
+
+    previous(server_args)
+    args.validate(compat.resolved_args(server_args))
+
+
+def _resolution_hooks():
+    from heal_sglang import compat
+
+    return [(compat.PREPARE_STEP, _resolution_prepare), (compat.VALIDATE_STEP, _resolution_validate)]
 
 
 def _bind(fn, a, k) -> dict:
@@ -47,6 +76,9 @@ def _model_runner_init(*a, **k):
 
         raise CompatError(f"ModelRunner.__init__ of SGLang {sglang_version()} was called without server_args or "
                           "model_config; heal_sglang cannot set its numerics mode")
+    from heal_sglang.compat import resolved_args
+
+    server_args = resolved_args(server_args)
     args.validate_model(server_args, model_config)
     hf = model_config.hf_text_config
     ckpt = getattr(hf, "torch_dtype", None) or getattr(hf, "dtype", None)
@@ -106,16 +138,18 @@ def check_heal_model(model, architectures) -> None:
 
 def _row_parallel_forward(orig, self, *a, **k):
     from heal_sglang import state
+    from heal_sglang.tp import rank_size, row_parallel_forward
 
-    if state.mode() != state.HEAL or self.tp_size == 1:
+    if state.mode() != state.HEAL or rank_size(self)[1] == 1:
         return orig(self, *a, **k)
-    from heal_sglang.tp import row_parallel_forward
 
     return row_parallel_forward(self, *a, **k)
 
 
 def _uses_heal_pool(server_args) -> bool:
-    return getattr(server_args, "attention_backend", None) == ATTENTION_BACKEND
+    from heal_sglang.compat import resolved_args
+
+    return resolved_args(server_args).attention_backend == ATTENTION_BACKEND
 
 
 def _build_mha_kv_pool(orig, self, *a, **k):
@@ -151,10 +185,14 @@ def _op_hook(name):
 
 
 def _hooks():
+    """(target, hook, kind) for SGLang's HookRegistry, for the installed SGLang release."""
     from sglang.srt.plugins.hook_registry import HookType
 
-    return [
-        ("sglang.srt.server_args.ServerArgs.__post_init__", _server_args_post_init, HookType.AROUND),
+    from heal_sglang import compat
+
+    resolution = ([("sglang.srt.server_args.ServerArgs.__post_init__", _server_args_post_init, HookType.AROUND)]
+                  if compat.installed() == compat.SGLANG_0517 else [])  # 0.5.23: _resolution_hooks()
+    return resolution + [
         ("sglang.srt.model_executor.model_runner.ModelRunner.__init__", _model_runner_init, HookType.BEFORE),
         ("sglang.srt.model_executor.model_runner.ModelRunner.load_model", _model_runner_load_model, HookType.AFTER),
         ("sglang.srt.mem_cache.kv_cache_configurator.KVCacheConfigurator._build_mha_kv_pool", _build_mha_kv_pool,
@@ -211,6 +249,10 @@ def register() -> None:
     if not _registered:
         for target, hook, kind in _hooks():
             HookRegistry.register(target, hook, kind)
+        if compat.installed() == compat.SGLANG_0523:
+            register_step = compat.lookup(compat.REGISTER_RESOLUTION_HOOK)
+            for step, hook in _resolution_hooks():
+                register_step(step)(hook)
         _registered = True
     HookRegistry.apply_hooks()  # SGLang applies them after all plugins; apply now so we can check them
     problems = [line for ok, line in report() if not ok]
@@ -255,4 +297,10 @@ def report() -> list[tuple[bool, str]]:
         rows.append((m in sa.QUANTIZATION_CHOICES, f"--quantization accepts '{m}'"))
     for target, hook, _ in _hooks():
         rows.append((_hook_installed(target, hook), f"hook on {target}"))
+    from heal_sglang import compat
+
+    if compat.installed() == compat.SGLANG_0523:
+        registered = compat.lookup(compat.RESOLUTION_HOOKS)
+        for step, hook in _resolution_hooks():
+            rows.append((hook in registered.get(step, ()), f"resolution hook on {step}"))
     return rows

@@ -11,11 +11,27 @@ and the row-parallel forward itself.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from sglang.srt.layers.linear import RowParallelLinear
 
 from heal_kernels.reduce import tree_sum
-from heal_sglang import state
+from heal_sglang import compat, state
+
+
+def rank_size(layer) -> tuple[int, int]:
+    """(TP rank, TP size) of a parallel layer: its own attributes on SGLang 0.5.17, its group's on
+    0.5.23 (where a layer holds ``tp_group``, None when unsharded). A layer with neither raises."""
+    return _rank_size_reader()(layer)
+
+
+@functools.cache  # called in every row-parallel forward: pick the reader once per process
+def _rank_size_reader():
+    if compat.installed() == compat.SGLANG_0517:
+        return lambda layer: (layer.tp_rank, layer.tp_size)
+    group_rank_size = compat.lookup(compat.GROUP_RANK_SIZE)
+    return lambda layer: group_rank_size(layer.tp_group)
 
 
 def server_refusal(tp_size: int, environ=None) -> str | None:
@@ -34,7 +50,7 @@ def local_shards(layer) -> int:
     """K shards this rank reduces for a row-parallel layer (its slice of the HEAL_ROW_SHARDS tree)."""
     if not isinstance(layer, RowParallelLinear):
         return 1
-    tp = getattr(layer, "tp_size", 1)
+    tp = rank_size(layer)[1]
     shards = state.row_shards()
     if shards % tp:
         raise ValueError(f"HEAL_ROW_SHARDS={shards} is not a multiple of --tp-size {tp}")
@@ -55,7 +71,7 @@ def check_k_split(layer) -> None:
 def summed_outside(model) -> list[str]:
     """Row-parallel layers under TP whose outputs the model sums outside the layer (refused)."""
     return [name for name, mod in model.named_modules()
-            if isinstance(mod, RowParallelLinear) and mod.tp_size > 1 and not mod.reduce_results]
+            if isinstance(mod, RowParallelLinear) and rank_size(mod)[1] > 1 and not mod.reduce_results]
 
 
 def row_parallel_forward(layer, input_, skip_all_reduce=False, forward_batch=None, output_tensor=None):
@@ -70,12 +86,13 @@ def row_parallel_forward(layer, input_, skip_all_reduce=False, forward_batch=Non
             "the decoder asked RowParallelLinear to leave its all-reduce to a fused residual/norm kernel, "
             "whose summation order heal cannot fix: drop --flashinfer-allreduce-fusion-backend"
         )
+    rank, size = rank_size(layer)
     if layer.input_is_parallel:
         x = input_
     else:
         from sglang.srt.distributed import split_tensor_along_last_dim
 
-        x = split_tensor_along_last_dim(input_, num_partitions=layer.tp_size)[layer.tp_rank].contiguous()
+        x = split_tensor_along_last_dim(input_, num_partitions=size)[rank].contiguous()
     from heal_sglang.quant import heal_linear
 
     partial = heal_linear(layer, x, None)
@@ -85,20 +102,25 @@ def row_parallel_forward(layer, input_, skip_all_reduce=False, forward_batch=Non
 
             out = tensor_model_parallel_all_reduce(partial)
         else:
-            out = tree_sum(_gather_ranks(partial))
+            out = tree_sum(_gather_ranks(partial, rank, size))
         if layer.bias is not None and not layer.skip_bias_add:
             out = out + layer.bias
     else:
         # the caller reduces; the bias goes on rank 0 only, as in SGLang
-        out = partial if (layer.bias is None or layer.skip_bias_add or layer.tp_rank) else partial + layer.bias
+        out = partial if (layer.bias is None or layer.skip_bias_add or rank) else partial + layer.bias
     return out, (layer.bias if layer.skip_bias_add else None)
 
 
-def _gather_ranks(t: torch.Tensor) -> list[torch.Tensor]:
-    """Every rank's tensor, in rank order (a gather moves bits; it never adds)."""
+def _gather_ranks(t: torch.Tensor, rank: int, size: int) -> list[torch.Tensor]:
+    """Every rank's tensor, in rank order (a gather moves bits; it never adds), over the TP group,
+    which must be the layer's own (``rank``, ``size``)."""
     from sglang.srt.distributed import get_tp_group
 
     group = get_tp_group()
+    if (group.rank_in_group, group.world_size) != (rank, size):
+        # 0.5.23 may build a layer on another group (attn_tp, a replicated one): not served
+        raise NotImplementedError(f"a row-parallel layer at TP rank {rank} of {size} is not sharded over the TP "
+                                  f"group (rank {group.rank_in_group} of {group.world_size})")
     if t.is_cuda:
         return list(group.all_gather(t.unsqueeze(0), dim=0).unbind(0))
     import torch.distributed as dist

@@ -78,8 +78,9 @@ def _block(
     s_int = _qk_int(qh, ql, tl.trans(kh.to(tl.int8)), tl.trans(kl.to(tl.int8)))
     s = s_int.to(tl.float32) * qs[:, None] * sk[None, :]
     if HAS_CAP:
-        # cap * tanh(s / cap), tanh(y) = 1 - 2 / (exp(2y) + 1)
-        s = cap * (1.0 - 2.0 / (tl.exp2((2.0 * LOG2E) * (s / cap)) + 1.0))
+        # cap * tanh(s / cap), tanh(y) = 1 - 2 / (exp(2y) + 1). The tensor goes left of the
+        # constexpr: Triton 3.8's interpreter keeps `constexpr * tensor` a constexpr, which exp2 refuses.
+        s = cap * (1.0 - 2.0 / (tl.exp2((s / cap) * (2.0 * LOG2E)) + 1.0))
     s = s * LOG2E
     visible = in_seq[None, :] & (pos_k[None, :] <= pos_q[:, None]) & row_ok[:, None]
     if HAS_WINDOW:

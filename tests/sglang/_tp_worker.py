@@ -9,19 +9,16 @@ def run(rank: int, world: int, port: int, shards: int, out_dir: str, reduce: str
     import functools
 
     import torch
-    from sglang.srt.distributed import (
-        init_distributed_environment,
-        initialize_model_parallel,
-        parallel_state,
-        tensor_model_parallel_all_gather,
-    )
+    from sglang.srt.distributed import init_distributed_environment, parallel_state, tensor_model_parallel_all_gather
+
+    from tests.sglang._sglang import initialize_model_parallel
 
     # A CPU process cannot open NCCL communicators: SGLang's groups fall back to gloo.
     parallel_state.init_model_parallel_group = functools.partial(
         parallel_state.init_model_parallel_group, use_pynccl=False, use_custom_allreduce=False)
     init_distributed_environment(world_size=world, rank=rank, local_rank=rank,
                                  distributed_init_method=f"tcp://127.0.0.1:{port}", backend="gloo")
-    initialize_model_parallel(tensor_model_parallel_size=world)
+    initialize_model_parallel(world, rank)
     from sglang.srt.layers.linear import MergedColumnParallelLinear, QKVParallelLinear, RowParallelLinear
     from sglang.srt.layers.vocab_parallel_embedding import ParallelLMHead, VocabParallelEmbedding
 

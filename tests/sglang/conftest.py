@@ -23,8 +23,10 @@ def plugin():
 @pytest.fixture(scope="session")
 def tp_group():
     """A one-rank tensor-parallel group on gloo, which SGLang's parallel layers need."""
-    from sglang.srt.distributed import init_distributed_environment, initialize_model_parallel
+    from sglang.srt.distributed import init_distributed_environment
     from sglang.srt.distributed.parallel_state import model_parallel_is_initialized
+
+    from tests.sglang._sglang import initialize_model_parallel
 
     if not model_parallel_is_initialized():
         with socket.socket() as s:
@@ -32,7 +34,7 @@ def tp_group():
             port = s.getsockname()[1]
         init_distributed_environment(world_size=1, rank=0, local_rank=0,
                                      distributed_init_method=f"tcp://127.0.0.1:{port}", backend="gloo")
-        initialize_model_parallel(tensor_model_parallel_size=1)
+        initialize_model_parallel(1)
     return True
 
 

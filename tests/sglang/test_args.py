@@ -17,9 +17,9 @@ def tiny_model(tmp_path_factory):
 
 
 def _args(path, **kw):
-    from sglang.srt.server_args import ServerArgs
+    from tests.sglang._sglang import resolved_server_args
 
-    return ServerArgs(model_path=path, device="cuda", **kw)
+    return resolved_server_args(model_path=path, device="cuda", **kw)
 
 
 @pytest.mark.parametrize("kw", [dict(attention_backend="heal", quantization="heal"), dict(quantization="heal"),
@@ -61,6 +61,8 @@ def test_stock_arguments_are_untouched(plugin, tiny_model):
     (dict(quantization="heal", enable_torch_compile=True), "--enable-torch-compile"),
     (dict(quantization="heal", tp_size=4), "--tp-size 4"),  # the default HEAL_ROW_SHARDS=2 serves TP 1 and 2
     (dict(quantization="heal", disaggregation_mode="prefill"), "--disaggregation-mode prefill"),
+    # 0.5.17 keeps --enable-dp-attention; 0.5.23 resolves it into --attn-dp-size 2 (both refused)
+    (dict(quantization="heal", tp_size=2, dp_size=2, enable_dp_attention=True), "data-parallel attention"),
 ])
 def test_invalid_combinations_name_the_flag(plugin, tiny_model, kw, needle):
     with pytest.raises(ValueError) as e:
@@ -89,6 +91,19 @@ def test_prequantized_checkpoint_is_refused_at_start_up(plugin, prequantized_mod
     with pytest.raises(ValueError) as e:
         _args(prequantized_model, **kw)
     assert "16-bit (bf16/fp16) checkpoints only" in str(e.value) and "'fp8'" in str(e.value)
+
+
+def test_layouts_sglang_0523_adds_are_refused():
+    """0.5.23's --attn-dp-size and --enable-layernorm-sp (whose reduce-scatter heal's row-parallel
+    forward does not do); 0.5.17 has neither field, so the rules are checked on the arguments alone."""
+    from types import SimpleNamespace
+
+    from heal_sglang import args
+
+    bad = args._refusals(SimpleNamespace(attn_dp_size=2, enable_layernorm_sp=True))
+    assert bad == ["data-parallel attention (--attn-dp-size 2)",
+                   "sequence-parallel layer norms (--enable-layernorm-sp)"]
+    assert args._refusals(SimpleNamespace(attn_dp_size=1, enable_layernorm_sp=False)) == []
 
 
 def test_tensor_parallel_needs_a_row_shard_count_it_divides(plugin, tiny_model, monkeypatch):

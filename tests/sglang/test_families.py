@@ -17,13 +17,17 @@ def sglang_models(plugin, tp_group):
     from sglang.srt.models.qwen3 import Qwen3ForCausalLM
     from sglang.srt.runtime_context import get_context
 
+    from heal_sglang import compat
     from heal_sglang.quant import HealConfig
 
     get_context().override_server_args().install()
-    saved = (base._is_cpu, dp_attention._ATTN_DP_SIZE, dp_attention._ATTN_DP_RANK)
+    # 0.5.17: a one-rank data-parallel-attention layout, which ModelRunner sets before building a model
+    # (0.5.23 has no such globals: the layout comes from the runtime context the tp_group fixture published)
+    dp_layout = {"_ATTN_DP_SIZE": 1, "_ATTN_DP_RANK": 0} if compat.installed() == compat.SGLANG_0517 else {}
+    saved_cpu, saved_layout = base._is_cpu, {name: getattr(dp_attention, name) for name in dp_layout}
     base._is_cpu = True  # the rotary cache on CPU without vllm's kernel
-    # a one-rank data-parallel-attention layout, which ModelRunner sets before building a model
-    dp_attention._ATTN_DP_SIZE, dp_attention._ATTN_DP_RANK = 1, 0
+    for name, value in dp_layout.items():
+        setattr(dp_attention, name, value)
     small = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
                  num_key_value_heads=1, vocab_size=512, max_position_embeddings=16384)
     llama3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
@@ -34,7 +38,9 @@ def sglang_models(plugin, tp_group):
     try:
         yield {arch: cls(cfg, quant_config=HealConfig()) for arch, cls, cfg in specs}
     finally:
-        base._is_cpu, dp_attention._ATTN_DP_SIZE, dp_attention._ATTN_DP_RANK = saved
+        base._is_cpu = saved_cpu
+        for name, value in saved_layout.items():
+            setattr(dp_attention, name, value)
 
 
 def _kinds(model):
