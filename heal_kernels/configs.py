@@ -125,12 +125,13 @@ def attention_d_parts(arch: str, n_seqs: int, kv_heads: int, head_dim: int) -> i
     A decode program runs one warp through its split's blocks one after another; at batch 1
     (8 kv heads, 1 split at 128 tokens: 8 programs) most of the GPU idles and P.V is half the
     time (H200: 35.7 us of which 15 P.V).  Splitting V's columns over programs recomputes the
-    scores (cheap: exact int8 MMAs) but shares P.V.  Chosen from the batch only, never from
-    the lengths (fixed when a CUDA graph is captured); it never changes a bit.
+    scores (exact int8 MMAs) but shares P.V.  Chosen from the batch only, never from the
+    lengths (fixed when a CUDA graph is captured); it never changes a bit.  H200, kernel +
+    merge, bound 131072, us for 1 | 2 | 4 parts: B1 x 128: 44.3 | 33.9 | 30.4; B1 x 8192:
+    94.2 | 71.4 | 104.3; B8 x 1024: 80.6 | 58.9 | 93.5; four parts lose once there are splits.
     """
     del arch
-    pairs = n_seqs * kv_heads
-    parts = 4 if pairs <= 32 else 2 if pairs <= 64 else 1
+    parts = 2 if n_seqs * kv_heads <= 64 else 1
     while parts > 1 and head_dim // parts < 16:  # an MMA tile is at least 16 columns wide
         parts //= 2
     return parts
@@ -156,17 +157,21 @@ def matmul_tiles(arch: str, m: int, n: int, *, k_shards: int = 1, shard_grid: bo
     return tiles
 
 
-# Up to this M a sharded matmul runs one program per (tile, shard) and sums the shards' partials
-# in a second kernel: at small M the tiles alone are too few to fill the GPU (N = 4096: 128 programs
-# of 16 x 32), and the partials are small.  Above it, two shards are summed inside each program
-# (no partials traffic); more shards than two always take the grid.
-_SHARD_GRID_MAX_M = 64
+# Two K shards are summed inside each program (two accumulators, no partials) for M in this
+# range, and run one program per (tile, shard) with a pairwise-tree sum kernel elsewhere
+# (H200, o_proj / down_proj, us): at M <= 16 the tiles alone are too few to fill the GPU
+# (M=1: 17.3 / 62.8 unsharded, 13.7 / 41.4 on the grid); at M = 32-64 the grid's partials
+# cost more than it gains (M=64: 30.2 / 91.1 grid, 26.1 / 86.1 in program); at M = 4096 the
+# in-program sum needs tiles half as wide (578 / 2090) and the grid's partials cost less
+# (560 / 1860; unsharded 495 / 1771).  More than two shards always take the grid.
+_SHARD_IN_PROGRAM_M = (16, 64)  # (exclusive, inclusive)
 
 
 def matmul_shard_grid(arch: str, m: int, k_shards: int) -> bool:
     """Whether heal_matmul's K shards run in separate programs (partials + _shard_sum_kernel)."""
     del arch
-    return k_shards > 2 or (k_shards == 2 and m <= _SHARD_GRID_MAX_M)
+    lo, hi = _SHARD_IN_PROGRAM_M
+    return k_shards > 2 or (k_shards == 2 and not lo < m <= hi)
 
 
 def row_config(arch: str, width: int) -> RowConfig:

@@ -237,8 +237,8 @@ def test_k_shards_in_separate_programs_or_one_give_the_same_bits(device, shards,
              for i in range(shards)]
     want = tree_sum(parts) + bias
     outs = []
-    for max_m in (0, 1 << 30):  # every M in one program (two shards only) / every M over the grid
-        monkeypatch.setattr(configs, "_SHARD_GRID_MAX_M", max_m)
+    for in_program in ((0, 1 << 30), (0, 0)):  # every M in one program (two shards only) / every M on the grid
+        monkeypatch.setattr(configs, "_SHARD_IN_PROGRAM_M", in_program)
         outs.append(heal_matmul(x, hw, bias, out=poisoned((m, n), device), k_shards=shards))
     for out in outs:
         assert torch.equal(out, want)
