@@ -140,7 +140,9 @@ def model_refusals(model_config) -> list[str]:
     if getattr(model_config, "is_encoder_decoder", False):
         out.append(f"encoder-decoder models ({arch})")
     hf = model_config.hf_text_config
-    if getattr(hf, "use_sliding_window", False) and getattr(hf, "sliding_window", None):
+    # Qwen2/Qwen3 configs carry a window they use only with use_sliding_window; Mistral's has no
+    # such switch: a window set is a window the model was trained with.
+    if getattr(hf, "sliding_window", None) and getattr(hf, "use_sliding_window", True):
         out.append(f"sliding-window attention (sliding_window={hf.sliding_window}, {arch})")
     if any(getattr(hf, f, None) for f in ("num_experts", "num_local_experts", "n_routed_experts")):
         out.append(f"mixture-of-experts models ({arch})")

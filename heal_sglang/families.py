@@ -36,6 +36,11 @@ FAMILIES: tuple[Family, ...] = (
     Family("Llama (3.x)", ("LlamaForCausalLM",), ("RMSNorm",), ("SiluAndMul",), _ROPES),
     Family("Qwen2 / Qwen2.5", ("Qwen2ForCausalLM",), ("RMSNorm",), ("SiluAndMul",), _ROPES),
     Family("Qwen3", ("Qwen3ForCausalLM",), ("RMSNorm",), ("SiluAndMul",), _ROPES),  # QK-norm: RMSNorm too
+    # SGLang's MistralForCausalLM is its LlamaForCausalLM (HF layout); a config with a sliding
+    # window is refused by args.model_refusals (SGLang's Llama code would not apply it).
+    # Gemma-2 does not fit: every other layer is sliding-window (a hybrid pool, refused) and its
+    # norms compute x * (1 + w) (GemmaRMSNorm), which heal's RMSNorm kernel does not.
+    Family("Mistral", ("MistralForCausalLM",), ("RMSNorm",), ("SiluAndMul",), _ROPES),
 )
 
 

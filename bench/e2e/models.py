@@ -31,6 +31,9 @@ SHAPES = {
     "qwen2-small": ("qwen2", dict(hidden_size=1024, intermediate_size=2816, num_hidden_layers=8,
                                   num_attention_heads=16, num_key_value_heads=2, vocab_size=32000,
                                   tie_word_embeddings=True)),
+    "mistral-small": ("mistral", dict(hidden_size=1024, intermediate_size=3584, num_hidden_layers=8,
+                                      num_attention_heads=16, num_key_value_heads=4, vocab_size=32000,
+                                      sliding_window=None)),
     "qwen3-small": ("qwen3", dict(hidden_size=1024, intermediate_size=3072, num_hidden_layers=8,
                                   num_attention_heads=16, num_key_value_heads=8, head_dim=128, vocab_size=32000,
                                   tie_word_embeddings=True)),
@@ -80,9 +83,9 @@ def make(name: str, path: str, seed: int = 0, context: int = 4096, corpus=None) 
         return path
     arch, over = SHAPES[name]
     cfg_cls = {"llama": transformers.LlamaConfig, "qwen2": transformers.Qwen2Config,
-               "qwen3": transformers.Qwen3Config}[arch]
+               "qwen3": transformers.Qwen3Config, "mistral": transformers.MistralConfig}[arch]
     model_cls = {"llama": transformers.LlamaForCausalLM, "qwen2": transformers.Qwen2ForCausalLM,
-                 "qwen3": transformers.Qwen3ForCausalLM}[arch]
+                 "qwen3": transformers.Qwen3ForCausalLM, "mistral": transformers.MistralForCausalLM}[arch]
     vocab = over["vocab_size"]
     over = {"max_position_embeddings": context, **over}  # the 8B and 1B shapes carry Llama-3.1/3.2's 131072
     os.makedirs(path, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Model families as data: SGLang's own Llama, Qwen2 and Qwen3 models, built on CPU with heal's
+"""Model families as data: SGLang's own Llama, Qwen2, Qwen3 and Mistral models, built on CPU with heal's
 quantization config, pass the post-load audit; an un-owned norm, an RMSNorm variant, a foreign
 rotary class and an unknown architecture are refused."""
 
@@ -13,6 +13,7 @@ def sglang_models(plugin, tp_group):
     from sglang.srt.layers import dp_attention
     from sglang.srt.layers.rotary_embedding import base
     from sglang.srt.models.llama import LlamaForCausalLM
+    from sglang.srt.models.mistral import MistralForCausalLM
     from sglang.srt.models.qwen2 import Qwen2ForCausalLM
     from sglang.srt.models.qwen3 import Qwen3ForCausalLM
     from sglang.srt.runtime_context import get_context
@@ -34,7 +35,8 @@ def sglang_models(plugin, tp_group):
               "original_max_position_embeddings": 8192}
     specs = [("LlamaForCausalLM", LlamaForCausalLM, transformers.LlamaConfig(**small, rope_scaling=llama3)),
              ("Qwen2ForCausalLM", Qwen2ForCausalLM, transformers.Qwen2Config(**small)),
-             ("Qwen3ForCausalLM", Qwen3ForCausalLM, transformers.Qwen3Config(**small, head_dim=64))]
+             ("Qwen3ForCausalLM", Qwen3ForCausalLM, transformers.Qwen3Config(**small, head_dim=64)),
+             ("MistralForCausalLM", MistralForCausalLM, transformers.MistralConfig(**small, sliding_window=None))]
     try:
         yield {arch: cls(cfg, quant_config=HealConfig()) for arch, cls, cfg in specs}
     finally:
@@ -58,6 +60,7 @@ def test_served_families_pass_the_audit(sglang_models):
         check_heal_model(model, [arch])
     assert _kinds(sglang_models["LlamaForCausalLM"]) == ["Llama3RotaryEmbedding", "RMSNorm", "SiluAndMul"]
     assert _kinds(sglang_models["Qwen3ForCausalLM"]) == ["RMSNorm", "RotaryEmbedding", "SiluAndMul"]
+    assert _kinds(sglang_models["MistralForCausalLM"]) == ["RMSNorm", "RotaryEmbedding", "SiluAndMul"]
 
 
 def test_an_unowned_norm_is_refused(sglang_models):
@@ -126,12 +129,31 @@ def test_an_unknown_architecture_is_refused_naming_the_families(plugin, tmp_path
 
     from heal_sglang import args, families
 
-    with pytest.raises(ValueError, match=r"does not serve MistralForCausalLM: served families are Llama \(3.x\)"):
-        families.check_architecture(["MistralForCausalLM"])
+    with pytest.raises(ValueError, match=r"does not serve Phi3ForCausalLM: served families are Llama \(3.x\)"):
+        families.check_architecture(["Phi3ForCausalLM"])
+    cfg = transformers.Phi3Config(hidden_size=128, intermediate_size=256, num_hidden_layers=1,
+                                  num_attention_heads=2, num_key_value_heads=1, vocab_size=512,
+                                  max_position_embeddings=1024, sliding_window=None)
+    cfg.architectures = ["Phi3ForCausalLM"]
+    cfg.save_pretrained(tmp_path)
+    bad = args.model_refusals(ModelConfig(str(tmp_path)))
+    assert bad and bad[0].startswith("architecture Phi3ForCausalLM (served families: Llama (3.x)")
+    assert "Mistral (MistralForCausalLM)" in bad[0]
+
+
+@pytest.mark.parametrize("window", [None, 4096])
+def test_mistral_is_served_without_a_sliding_window_only(plugin, tmp_path, window):
+    """SGLang's MistralForCausalLM is its Llama model, which would not apply a trained window:
+    Mistral 7B v0.1's config (sliding_window 4096) is refused; v0.2+ (null) is served."""
+    import transformers
+    from sglang.srt.configs.model_config import ModelConfig
+
+    from heal_sglang import args
+
     cfg = transformers.MistralConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=1,
                                      num_attention_heads=2, num_key_value_heads=1, vocab_size=512,
-                                     max_position_embeddings=1024, sliding_window=None)
+                                     max_position_embeddings=32768, sliding_window=window)
     cfg.architectures = ["MistralForCausalLM"]
     cfg.save_pretrained(tmp_path)
     bad = args.model_refusals(ModelConfig(str(tmp_path)))
-    assert bad and bad[0].startswith("architecture MistralForCausalLM (served families: Llama (3.x)")
+    assert bad == ([] if window is None else ["sliding-window attention (sliding_window=4096, MistralForCausalLM)"])

@@ -107,8 +107,8 @@ def test_heal_outputs_are_bitwise_identical_across_the_matrix(tmp_path):
         assert row["identical"] == row["n"], f"{label}: {row}"
 
 
-@pytest.mark.parametrize("name", ["qwen2-small", "qwen3-small", "llama-1b"])
-def test_heal_serves_qwen2_qwen3_and_tied_llama_batch_invariantly(name):
+@pytest.mark.parametrize("name", ["qwen2-small", "qwen3-small", "mistral-small", "llama-1b"])
+def test_heal_serves_each_family_batch_invariantly(name):
     from bench.e2e import engines
     from bench.e2e.repro import _gen, prompts
 
