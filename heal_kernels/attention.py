@@ -13,6 +13,8 @@ placement.  Output float32 [T, Hq, D].
 
 from __future__ import annotations
 
+import math
+
 import torch
 import triton
 
@@ -49,12 +51,12 @@ def _check_common(q, cache, kv_indptr, kv_indices, sm_scale, sliding_window, log
     if kv_indptr.shape[0] != n_seqs + 1:
         raise ValueError(f"kv_indptr has {kv_indptr.shape[0]} entries for {n_seqs} sequences (expected B + 1)")
     check_tensor("kv_indices", kv_indices, dtypes=_INDEX_DTYPES, ndim=1, device=dev)
-    if not (isinstance(sm_scale, (int, float)) and sm_scale > 0):
-        raise ValueError(f"sm_scale must be a positive number, got {sm_scale!r}")
+    if not (isinstance(sm_scale, (int, float)) and 0 < sm_scale < math.inf):
+        raise ValueError(f"sm_scale must be a positive finite number, got {sm_scale!r}")
     if not isinstance(sliding_window, int) or sliding_window < -1:
         raise ValueError(f"sliding_window must be -1 (none) or a non-negative int, got {sliding_window!r}")
-    if not (isinstance(logit_cap, (int, float)) and logit_cap >= 0):
-        raise ValueError(f"logit_cap must be >= 0 (0 = none), got {logit_cap!r}")
+    if not (isinstance(logit_cap, (int, float)) and 0 <= logit_cap < math.inf):
+        raise ValueError(f"logit_cap must be finite and >= 0 (0 = none), got {logit_cap!r}")
     return hq, hk, d
 
 
@@ -80,6 +82,9 @@ def _check_batch(cache, kv_indptr, kv_indices, qo_indptr, limit_name, limit, n_t
     longest, shortest, kv_shortest, kv_first, kv_last, q_last = stats
     if shortest < 0 or kv_shortest < 0 or kv_first != 0:
         raise ValueError("kv_indptr and qo_indptr must start at 0 and be non-decreasing")
+    if qo_indptr is None and kv_shortest < 1:
+        raise ValueError("kv_indptr gives a decode sequence no kv positions: its new token must already be in "
+                         "the cache (store_kv before attention_decode)")
     if kv_last > kv_indices.shape[0]:
         raise ValueError(f"kv_indptr ends at {kv_last} but kv_indices holds {kv_indices.shape[0]} slots")
     if q_last != n_tokens:

@@ -21,7 +21,7 @@ import triton
 
 from heal_kernels._kernels.kv_int16 import _kv_store_kernel
 from heal_kernels._kernels.primitives import QMAX as QMAX  # defined once, there
-from heal_kernels._runtime import FLOAT_DTYPES, check_shape, check_tensor, is_interpret
+from heal_kernels._runtime import FLOAT_DTYPES, check_positive_int, check_shape, check_tensor, is_interpret
 
 HEAD_DIMS = (64, 128, 256)
 
@@ -54,10 +54,10 @@ def bytes_per_token(num_heads: int, head_dim: int) -> int:
 
 
 def new_int16_kv(num_slots: int, num_heads: int, head_dim: int, device) -> Int16KV:
+    check_positive_int("num_slots", num_slots)
+    check_positive_int("num_heads", num_heads)
     if head_dim not in HEAD_DIMS:
-        raise ValueError(f"head_dim={head_dim} is not supported; expected one of {HEAD_DIMS}")
-    if num_slots <= 0 or num_heads <= 0:
-        raise ValueError(f"num_slots and num_heads must be positive, got {num_slots}, {num_heads}")
+        raise ValueError(f"head_dim={head_dim!r} is not supported; expected one of {HEAD_DIMS}")
     z16 = lambda: torch.zeros((num_slots, num_heads, head_dim), dtype=torch.int16, device=device)
     one = lambda: torch.ones((num_slots, num_heads), dtype=torch.float32, device=device)
     return Int16KV(z16(), one(), z16(), one())

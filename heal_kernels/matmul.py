@@ -19,7 +19,7 @@ import triton
 
 from heal_kernels import configs
 from heal_kernels._kernels.matmul import _heal_matmul_kernel, _shard_sum_kernel, _split_kernel
-from heal_kernels._runtime import arch_key, check_contiguous, check_shape, check_tensor, out_buffer
+from heal_kernels._runtime import arch_key, check_contiguous, check_positive_int, check_shape, check_tensor, out_buffer
 
 WEIGHT_DTYPES = (torch.bfloat16, torch.float16)
 # A converted weight's channel max lands in [2**14, 2**15), like the activations.
@@ -51,6 +51,7 @@ def prepare_weight(w: torch.Tensor, *, inplace: bool = False, rows_per_chunk: in
     (``w`` must be contiguous) in chunks of rows, so no second full copy exists.
     """
     check_tensor("w", w, dtypes=WEIGHT_DTYPES, ndim=2, last_contiguous=False)
+    check_positive_int("rows_per_chunk", rows_per_chunk)
     if inplace:
         check_contiguous("w", w)
     wf_absmax = torch.empty(w.shape[0], dtype=torch.float32, device=w.device)

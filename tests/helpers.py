@@ -22,3 +22,10 @@ def assert_rows_invariant(op, x: torch.Tensor, sizes=BATCH_SIZES) -> None:
         part = part if isinstance(part, tuple) else (part,)
         for a, b in zip(part, full, strict=True):
             assert torch.equal(a, b[:k]), f"rows of a batch of {k} differ from the same rows in a batch of {x.shape[0]}"
+
+
+def names_argument(name: str) -> str:
+    """A pattern matching `name` as a whole word of an error message: "x" is not found in "expected"."""
+    import re
+
+    return rf"(?<![\w.]){re.escape(name)}(?!\w)"

@@ -10,7 +10,7 @@ import torch
 from heal_kernels import kv_int16, reference
 from heal_kernels.attention import attention_decode, attention_extend
 from tests.conftest import ON_GPU
-from tests.helpers import poisoned
+from tests.helpers import names_argument, poisoned
 from tests.kernels.exact_scores import qk_int_scores
 
 # err vs float64 over the dequantized inputs <= C_FP32 * (FP32 attention's error on the same
@@ -241,6 +241,8 @@ def test_bad_arguments_raise_and_write_nothing(device):
         (lambda: kv_int16.store_kv(cache, loc, k, torch.randn(4, 3, 64, device=device)), "v"),
         (lambda: kv_int16.store_kv(cache, loc.float(), k, k), "loc"),
         (lambda: kv_int16.new_int16_kv(8, 2, 96, device), "head_dim"),
+        (lambda: kv_int16.new_int16_kv(2.5, 2, 64, device), "num_slots"),
+        (lambda: kv_int16.new_int16_kv(8, 0, 64, device), "num_heads"),
     ]
     kvp = torch.tensor([0, 4], device=device)
     qo = torch.tensor([0, 4], device=device)
@@ -266,11 +268,16 @@ def test_bad_arguments_raise_and_write_nothing(device):
          "new tokens"),
         (lambda: attention_extend(q, cache, qo, kvp, loc, sm_scale=0.1, max_extend_len=3), "max_extend_len"),
         (lambda: attention_decode(q[:1], cache, kvp, loc, sm_scale=0.1, max_seq_len=2), "max_seq_len"),
+        (lambda: attention_extend(q, cache, qo, kvp, loc, sm_scale=float("inf")), "sm_scale"),
+        (lambda: attention_decode(q[:1], cache, kvp, loc, sm_scale=float("nan")), "sm_scale"),
+        (lambda: attention_decode(q[:1], cache, kvp, loc, sm_scale=0.1, logit_cap=float("inf")), "logit_cap"),
+        (lambda: attention_decode(q[:2], cache, torch.tensor([0, 4, 4], device=device), loc, sm_scale=0.1),
+         "kv_indptr"),
         (lambda: qk_int_scores(torch.zeros(8, 64, dtype=torch.int16), torch.zeros(16, 64, dtype=torch.int16)),
          "q_int"),
     ]
     for call, name in cases:
-        with pytest.raises(ValueError, match=name):
+        with pytest.raises(ValueError, match=names_argument(name)):
             call()
     for a, b in zip(before, (cache.k, cache.k_scale, cache.v, cache.v_scale), strict=True):
         assert torch.equal(a, b), "a rejected call wrote to the cache"

@@ -11,7 +11,7 @@ import torch
 from heal_kernels import configs, reference
 from heal_kernels.matmul import HealWeight, heal_matmul, prepare_weight, split_tiles
 from tests.conftest import ON_GPU
-from tests.helpers import BATCH_SIZES, assert_rows_invariant, poisoned
+from tests.helpers import BATCH_SIZES, assert_rows_invariant, names_argument, poisoned
 
 K_ACC = 4096 if ON_GPU else 512
 # c in err(heal) <= C_FP32 * err(torch fp32): the bar.  HEAL's representation
@@ -183,11 +183,12 @@ def test_bad_arguments_raise_value_error_naming_them(device):
         (lambda: heal_matmul(x, HealWeight(w.half(), torch.ones(31, device=device))), "w.scale"),
         (lambda: heal_matmul(x, "w"), "w"),
         (lambda: prepare_weight(torch.full((2, 64), float("inf"), device=device).bfloat16()), "w"),
+        (lambda: prepare_weight(w, rows_per_chunk=0), "rows_per_chunk"),
     ]
     if device == "cuda":
         cases.append((lambda: heal_matmul(x, w.cpu()), "w"))
     for call, name in cases:
-        with pytest.raises(ValueError, match=name):
+        with pytest.raises(ValueError, match=names_argument(name)):
             call()
 
 

@@ -11,7 +11,7 @@ from heal_kernels import reference
 from heal_kernels.activation import gelu_tanh_and_mul, silu_and_mul
 from heal_kernels.norm import rms_norm
 from heal_kernels.rope import apply_rotary
-from tests.helpers import BATCH_SIZES, assert_rows_invariant, poisoned
+from tests.helpers import BATCH_SIZES, assert_rows_invariant, names_argument, poisoned
 
 # err(ours) <= C * err(torch fp32) + FLOOR, both against float64.  C = 2: the kernels
 # do the same FP32 operations as torch, in a fixed order; FLOOR (a few FP32 ulps)
@@ -133,9 +133,12 @@ def test_bad_arguments_raise_value_error_naming_them(device):
         (lambda: apply_rotary(pos, x[:3], x, cache, 64), "q"),
         (lambda: apply_rotary(pos, x, x[:, :48], cache, 64), "k"),
         (lambda: apply_rotary(pos, x, x.reshape(4, 2, 32), cache, 64), "k"),
+        (lambda: apply_rotary(pos + 16, x, x, cache, 64), "positions"),  # the cache holds positions 0..15
+        (lambda: apply_rotary(pos - 1, x, x, cache, 64), "positions"),
+        (lambda: apply_rotary(torch.full((4,), 10**6, device=device), x, x, cache, 64), "positions"),
     ]
     if device == "cuda":
         cases.append((lambda: rms_norm(x, w.cpu(), 1e-6), "weight"))
     for call, name in cases:
-        with pytest.raises(ValueError, match=name):
+        with pytest.raises(ValueError, match=names_argument(name)):
             call()
