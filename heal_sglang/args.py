@@ -43,6 +43,11 @@ def prepare(args) -> None:
                 )
         if args.attention_backend is None:
             args.attention_backend = HEAL
+        # The flags alone, before SGLang's own resolution: it reads the model first, so a bad model
+        # path (or no GPU) would otherwise hide heal's refusal. validate() checks the resolved values.
+        bad = _refusals(args)
+        if bad:
+            raise ValueError("--quantization heal cannot serve " + "; ".join(bad))
     if q in FP32_QUANT:
         if args.dtype in ("auto", None):
             args.dtype = "float32"

@@ -136,3 +136,14 @@ def test_model_features_are_refused(plugin, tiny_model):
     assert any("sliding-window" in b for b in bad) and any("encoder-decoder" in b for b in bad)
     with pytest.raises(ValueError, match="--quantization heal cannot serve"):
         args.validate_model(type("A", (), {"quantization": "heal"})(), mc)
+
+
+@pytest.mark.parametrize("kw,needle", [
+    (dict(kv_cache_dtype="fp8_e4m3"), "--kv-cache-dtype fp8_e4m3"),
+    (dict(speculative_algorithm="EAGLE"), "speculative decoding"),
+    (dict(pp_size=2), "--pp-size 2"),
+])
+def test_flag_refusals_come_before_sglang_reads_the_model(plugin, kw, needle):
+    """SGLang resolves a model path before anything else: a bad path must not hide heal's refusal."""
+    with pytest.raises(ValueError, match=needle):
+        _args("/nonexistent/model", quantization="heal", **kw)
