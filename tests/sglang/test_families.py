@@ -123,20 +123,27 @@ def test_a_foreign_rotary_class_is_refused(sglang_models):
         "LinearScalingRotaryEmbedding, DynamicNTKScalingRotaryEmbedding, YaRNScalingRotaryEmbedding"]
 
 
-def test_an_unknown_architecture_is_refused_naming_the_families(plugin, tmp_path):
-    import transformers
+def _refusals_of(config_cls, path, **kw):
+    """heal's model refusals for a one-layer config of config_cls saved at path."""
     from sglang.srt.configs.model_config import ModelConfig
 
-    from heal_sglang import args, families
+    from heal_sglang import args
+
+    cfg = config_cls(hidden_size=128, intermediate_size=256, num_hidden_layers=1, num_attention_heads=2,
+                     num_key_value_heads=1, vocab_size=512, **kw)
+    cfg.architectures = [config_cls.__name__.replace("Config", "ForCausalLM")]
+    cfg.save_pretrained(path)
+    return args.model_refusals(ModelConfig(str(path)))
+
+
+def test_an_unknown_architecture_is_refused_naming_the_families(plugin, tmp_path):
+    import transformers
+
+    from heal_sglang import families
 
     with pytest.raises(ValueError, match=r"does not serve Phi3ForCausalLM: served families are Llama \(3.x\)"):
         families.check_architecture(["Phi3ForCausalLM"])
-    cfg = transformers.Phi3Config(hidden_size=128, intermediate_size=256, num_hidden_layers=1,
-                                  num_attention_heads=2, num_key_value_heads=1, vocab_size=512,
-                                  max_position_embeddings=1024, sliding_window=None)
-    cfg.architectures = ["Phi3ForCausalLM"]
-    cfg.save_pretrained(tmp_path)
-    bad = args.model_refusals(ModelConfig(str(tmp_path)))
+    bad = _refusals_of(transformers.Phi3Config, tmp_path, max_position_embeddings=1024, sliding_window=None)
     assert bad and bad[0].startswith("architecture Phi3ForCausalLM (served families: Llama (3.x)")
     assert "Mistral (MistralForCausalLM)" in bad[0]
 
@@ -146,14 +153,6 @@ def test_mistral_is_served_without_a_sliding_window_only(plugin, tmp_path, windo
     """SGLang's MistralForCausalLM is its Llama model, which would not apply a trained window:
     Mistral 7B v0.1's config (sliding_window 4096) is refused; v0.2+ (null) is served."""
     import transformers
-    from sglang.srt.configs.model_config import ModelConfig
 
-    from heal_sglang import args
-
-    cfg = transformers.MistralConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=1,
-                                     num_attention_heads=2, num_key_value_heads=1, vocab_size=512,
-                                     max_position_embeddings=32768, sliding_window=window)
-    cfg.architectures = ["MistralForCausalLM"]
-    cfg.save_pretrained(tmp_path)
-    bad = args.model_refusals(ModelConfig(str(tmp_path)))
+    bad = _refusals_of(transformers.MistralConfig, tmp_path, max_position_embeddings=32768, sliding_window=window)
     assert bad == ([] if window is None else ["sliding-window attention (sliding_window=4096, MistralForCausalLM)"])
