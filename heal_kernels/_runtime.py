@@ -66,6 +66,18 @@ def check_positive_int(name: str, v) -> None:
         raise ValueError(f"{name} must be a positive int, got {v!r}")
 
 
+def check_index_range(name: str, idx: torch.Tensor, limit: int, what: str, owner: str) -> None:
+    """Raise ValueError unless every value of idx is in [0, limit) (past it a kernel reads out of bounds).
+
+    One host sync; skipped inside CUDA-graph capture, where nothing may sync.
+    """
+    if idx.numel() == 0 or (idx.is_cuda and torch.cuda.is_current_stream_capturing()):
+        return
+    lo, hi = (int(v) for v in idx.aminmax())
+    if lo < 0 or hi >= limit:
+        raise ValueError(f"{name} holds {what} in [{lo}, {hi}], outside {owner}'s [0, {limit})")
+
+
 def check_shape(name: str, t: torch.Tensor, shape: tuple[int, ...]) -> None:
     if tuple(t.shape) != tuple(shape):
         raise ValueError(f"{name} has shape {tuple(t.shape)}; expected {tuple(shape)}")

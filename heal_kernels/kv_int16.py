@@ -21,7 +21,14 @@ import triton
 
 from heal_kernels._kernels.kv_int16 import _kv_store_kernel
 from heal_kernels._kernels.primitives import QMAX as QMAX  # defined once, there
-from heal_kernels._runtime import FLOAT_DTYPES, check_positive_int, check_shape, check_tensor, is_interpret
+from heal_kernels._runtime import (
+    FLOAT_DTYPES,
+    check_index_range,
+    check_positive_int,
+    check_shape,
+    check_tensor,
+    is_interpret,
+)
 
 HEAD_DIMS = (64, 128, 256)
 
@@ -84,15 +91,8 @@ def check_cache(cache: Int16KV, name: str = "cache") -> None:
 
 
 def check_slots(name: str, idx: torch.Tensor, num_slots: int) -> None:
-    """Raise ValueError unless every slot in idx is in [0, num_slots).
-
-    One host sync; skipped inside CUDA-graph capture, where nothing may sync.
-    """
-    if idx.numel() == 0 or (idx.is_cuda and torch.cuda.is_current_stream_capturing()):
-        return
-    lo, hi = (int(v) for v in idx.aminmax())
-    if lo < 0 or hi >= num_slots:
-        raise ValueError(f"{name} holds slot indices in [{lo}, {hi}], outside the cache's [0, {num_slots})")
+    """Raise ValueError unless every slot in idx is in [0, num_slots) (eager mode only)."""
+    check_index_range(name, idx, num_slots, "slot indices", "the cache")
 
 
 def _check_loc(loc: torch.Tensor, t: int, num_slots: int, device) -> None:

@@ -25,6 +25,8 @@ WEIGHT_DTYPES = (torch.bfloat16, torch.float16)
 # A converted weight's channel max lands in [2**14, 2**15), like the activations.
 _W_TOP = 14
 _SPLIT_TILES = 16  # K tiles per program of the split kernel
+# K shard counts heal_matmul sums (_shard_sum_kernel's tree goes up to 8); HEAL_ROW_SHARDS is one of them
+K_SHARDS = (1, 2, 4, 8)
 
 
 @dataclass(frozen=True)
@@ -133,16 +135,16 @@ def heal_matmul(
     arch = arch_key(dev)
     numerics = numerics or configs.matmul_numerics(arch, wt.dtype, n, k)
     kt = triton.cdiv(k, numerics.block_k)
-    if not isinstance(k_shards, int) or k_shards not in (1, 2, 4, 8):
-        raise ValueError(f"k_shards must be a power of two up to 8 (1, 2, 4, 8), got {k_shards!r}")
+    if not isinstance(k_shards, int) or k_shards not in K_SHARDS:
+        raise ValueError(f"k_shards must be a power of two up to 8 {K_SHARDS}, got {k_shards!r}")
     if k % (k_shards * numerics.block_k) and k_shards > 1:
         raise ValueError(
             f"K={k} does not split into k_shards={k_shards} shards of whole {numerics.block_k}-wide K tiles"
         )
     shard_grid = configs.matmul_shard_grid(arch, m, k_shards)
     tiles = tiles or configs.matmul_tiles(arch, m, n, k_shards=k_shards, shard_grid=shard_grid)
-    if k_shards > 1 and not shard_grid and (k_shards != 2 or tiles.n_halves != 1):
-        raise ValueError(f"shards summed in the program need k_shards=2 and n_halves=1, got {k_shards} and {tiles}")
+    if k_shards > 1 and not shard_grid and tiles.n_halves != 1:  # the in-program sum holds two accumulators
+        raise ValueError(f"two shards summed in the program need tiles with n_halves=1, got {tiles}")
     out = out_buffer("out", out, (m, n), dev)
     if m == 0 or n == 0:
         return out

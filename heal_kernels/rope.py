@@ -16,20 +16,7 @@ import torch
 import triton
 
 from heal_kernels._kernels.rope import _rope_kernel
-from heal_kernels._runtime import FLOAT_DTYPES, arch_key, check_tensor, out_buffer
-
-
-def _check_positions(positions: torch.Tensor, max_position: int) -> None:
-    """Every position in [0, max_position) (past the cos/sin cache a kernel would read out of bounds).
-
-    One host sync in eager mode, as the attention launchers' index checks; skipped inside
-    CUDA-graph capture, where nothing may sync.
-    """
-    if positions.numel() == 0 or (positions.is_cuda and torch.cuda.is_current_stream_capturing()):
-        return
-    lo, hi = (int(v) for v in positions.aminmax())
-    if lo < 0 or hi >= max_position:
-        raise ValueError(f"positions holds [{lo}, {hi}], outside the cos_sin_cache's [0, {max_position})")
+from heal_kernels._runtime import FLOAT_DTYPES, arch_key, check_index_range, check_tensor, out_buffer
 
 
 def _rope_one(name: str, positions, x, cos_sin_cache, head_dim, rot_half, is_neox, out) -> torch.Tensor:
@@ -80,7 +67,8 @@ def apply_rotary(
         raise ValueError(f"cos_sin_cache has rotary_dim={rot}; it must be even and in [2, head_dim={head_dim}]")
     if head_dim <= 0:
         raise ValueError(f"head_dim must be positive, got {head_dim}")
-    _check_positions(positions, cos_sin_cache.shape[0])
+    # past the cos/sin cache the kernel would read out of bounds
+    check_index_range("positions", positions, cos_sin_cache.shape[0], "values", "the cos_sin_cache")
     return (
         _rope_one("q", positions, q, cos_sin_cache, head_dim, rot // 2, bool(is_neox), q_out),
         _rope_one("k", positions, k, cos_sin_cache, head_dim, rot // 2, bool(is_neox), k_out),

@@ -10,14 +10,16 @@ from dataclasses import dataclass
 
 import torch
 
+from heal_kernels.matmul import K_SHARDS
+
 HEAL = "heal"
 LAYERCAST = "layercast"
 FP32 = "fp32"
 
 ROW_SHARDS_ENV = "HEAL_ROW_SHARDS"
 # Two K shards by default: --tp-size 1 and 2 then give the same bits with no setting, and at small
-# batch the shards run in parallel programs (decode at batch 1 is ~10% faster on the 8B shape;
-# prefill ~4% slower, docs/BENCHMARKS.md).  4 also serves --tp-size 4; 1 is the fastest prefill.
+# batch the shards run in parallel programs (faster decode, slightly slower prefill: README,
+# docs/BENCHMARKS.md).  4 also serves --tp-size 4; 1 is the fastest prefill.
 DEFAULT_ROW_SHARDS = 2
 # "nccl" sums the row-parallel partials with SGLang's all-reduce instead of the ordered
 # gather + tree: for measuring what the ordering costs only; outputs then depend on TP.
@@ -36,8 +38,8 @@ class Numerics:
     def __post_init__(self):
         if self.mode not in (None, HEAL, LAYERCAST, FP32):
             raise ValueError(f"unknown heal_sglang mode {self.mode!r}")
-        if self.row_shards not in (1, 2, 4, 8):
-            raise ValueError(f"row_shards must be a power of two up to 8, got {self.row_shards}")
+        if self.row_shards not in K_SHARDS:
+            raise ValueError(f"row_shards must be a power of two up to 8 {K_SHARDS}, got {self.row_shards}")
         if self.tp_reduce not in ("ordered", "nccl"):
             raise ValueError(f"tp_reduce must be 'ordered' or 'nccl', got {self.tp_reduce!r}")
 
@@ -93,8 +95,8 @@ def row_shards_from_env(environ=None) -> int:
         v = int(raw)
     except ValueError:
         v = 0
-    if v < 1 or v & (v - 1) or v > 8:
-        raise ValueError(f"{ROW_SHARDS_ENV}={raw!r}: must be a power of two up to 8 (1, 2, 4, 8)")
+    if v not in K_SHARDS:
+        raise ValueError(f"{ROW_SHARDS_ENV}={raw!r}: must be a power of two up to 8 {K_SHARDS}")
     return v
 
 
