@@ -5,7 +5,7 @@ End-to-end options (bench/e2e/test_bench_e2e.py); comma-separated lists override
   --e2e-models           synthetic shapes of bench/e2e/models.py (llama-8b, llama-1b, ...)
   --model-path           a real checkpoint instead of the synthetic models
   --e2e-modes            bf16, det, fp32, layercast, heal
-  --e2e-variants         serving variants of bench/e2e/engines.py (default, ctx4096, eager, tp2-default)
+  --e2e-variants         serving variants of bench/e2e/engines.py (default, ctx4096, eager, tp2-default, tp4-default)
   --e2e-workloads        names in bench/e2e/workloads.py
 """
 

@@ -29,10 +29,12 @@ VARIANTS = {
     "ctx4096": dict(context_length=4096),
     "eager": dict(cuda_graph_backend_decode="disabled"),  # as a batch above --cuda-graph-max-bs runs
     "tp2-default": dict(tp_size=2),
+    "tp4-default": dict(tp_size=4),
     # tensor parallelism (needs HEAL_ROW_SHARDS set alike for every engine compared)
     "tp2": dict(chunked_prefill_size=-1, tp_size=2),
     "tp4": dict(chunked_prefill_size=-1, tp_size=4),
     "tp2-chunk64": dict(chunked_prefill_size=64, tp_size=2),
+    "tp4-chunk64": dict(chunked_prefill_size=64, tp_size=4),
 }
 
 

@@ -91,7 +91,8 @@ def compare(res: dict) -> dict:
     }
     for v, label in (("chunk64", "chunked prefill 64 vs off"), ("chunk512", "chunked prefill 512 vs off"),
                      ("nograph", "CUDA graph off vs on"), ("tp2", "TP=2 vs TP=1"), ("tp4", "TP=4 vs TP=1"),
-                     ("tp2-chunk64", "TP=2, chunked prefill 64 vs TP=1")):
+                     ("tp2-chunk64", "TP=2, chunked prefill 64 vs TP=1"),
+                     ("tp4-chunk64", "TP=4, chunked prefill 64 vs TP=1")):
         if v in res:
             rows[label] = _diff(base["plain_all"] + base["shared_warm_all"],
                                 res[v]["plain_all"] + res[v]["shared_warm_all"])

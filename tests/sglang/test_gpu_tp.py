@@ -13,11 +13,11 @@ pytestmark = pytest.mark.gpu
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs (nvidia-h200-x2)")
-def test_tp2_matches_tp1_across_the_matrix(tmp_path):
+def test_tp_sizes_match_tp1_across_the_matrix(tmp_path):
     from bench.e2e import models
 
     path = models.make("llama-small", os.environ.get("HEAL_MODELS", "/tmp/heal-models") + "/llama-small")
-    variants = "base,tp2,tp2-chunk64" + (",tp4" if torch.cuda.device_count() >= 4 else "")
+    variants = "base,tp2,tp2-chunk64" + (",tp4,tp4-chunk64" if torch.cuda.device_count() >= 4 else "")
     out = os.path.join(os.environ.get("HEAL_RESULTS") or str(tmp_path), "repro-heal-tp")
     env = dict(os.environ, HEAL_ROW_SHARDS="4", NCCL_NVLS_ENABLE="0")
     r = subprocess.run([sys.executable, "-m", "bench.e2e.repro", "--model-path", path, "--modes", "heal",
@@ -28,5 +28,7 @@ def test_tp2_matches_tp1_across_the_matrix(tmp_path):
     with open(os.path.join(out, "summary.json")) as f:
         rows = json.load(f)["summary"]["heal"]
     assert "TP=2 vs TP=1" in rows
+    if torch.cuda.device_count() >= 4:
+        assert {"TP=4 vs TP=1", "TP=4, chunked prefill 64 vs TP=1"} <= rows.keys()
     for label, row in rows.items():
         assert row["identical"] == row["n"], f"{label}: {row}"
