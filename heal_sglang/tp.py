@@ -16,7 +16,7 @@ import functools
 import torch
 from sglang.srt.layers.linear import RowParallelLinear
 
-from heal_kernels.reduce import tree_sum
+from heal_kernels.reduce import tree_sum_stacked
 from heal_sglang import compat, state
 
 
@@ -101,18 +101,22 @@ def row_parallel_forward(layer, input_, skip_all_reduce=False, forward_batch=Non
             from sglang.srt.distributed import tensor_model_parallel_all_reduce
 
             out = tensor_model_parallel_all_reduce(partial)
+            if layer.bias is not None and not layer.skip_bias_add:
+                out = out + layer.bias
         else:
-            out = tree_sum(_gather_ranks(partial, rank, size))
-        if layer.bias is not None and not layer.skip_bias_add:
-            out = out + layer.bias
+            bias = layer.bias if layer.bias is not None and not layer.skip_bias_add else None
+            stacked = _gather_ranks(partial, rank, size)  # [size, *partial.shape]
+            n = partial.shape[-1]
+            # the ranks' partials and the bias added in one launch, in tree_sum's order
+            out = tree_sum_stacked(stacked.reshape(size, -1, n), bias).view(partial.shape)
     else:
         # the caller reduces; the bias goes on rank 0 only, as in SGLang
         out = partial if (layer.bias is None or layer.skip_bias_add or rank) else partial + layer.bias
     return out, (layer.bias if layer.skip_bias_add else None)
 
 
-def _gather_ranks(t: torch.Tensor, rank: int, size: int) -> list[torch.Tensor]:
-    """Every rank's tensor, in rank order (a gather moves bits; it never adds), over the TP group,
+def _gather_ranks(t: torch.Tensor, rank: int, size: int) -> torch.Tensor:
+    """Every rank's tensor stacked in rank order (a gather moves bits; it never adds), over the TP group,
     which must be the layer's own (``rank``, ``size``)."""
     from sglang.srt.distributed import get_tp_group
 
@@ -122,9 +126,9 @@ def _gather_ranks(t: torch.Tensor, rank: int, size: int) -> list[torch.Tensor]:
         raise NotImplementedError(f"a row-parallel layer at TP rank {rank} of {size} is not sharded over the TP "
                                   f"group (rank {group.rank_in_group} of {group.world_size})")
     if t.is_cuda:
-        return list(group.all_gather(t.unsqueeze(0), dim=0).unbind(0))
+        return group.all_gather(t.unsqueeze(0), dim=0)
     import torch.distributed as dist
 
     parts = [torch.empty_like(t) for _ in range(group.world_size)]
     dist.all_gather(parts, t.contiguous(), group=group.device_group)
-    return parts
+    return torch.stack(parts)

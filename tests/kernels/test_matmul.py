@@ -198,7 +198,7 @@ def test_k_shards_reproduce_any_rank_split(device, m):
     (their own K slice, a per-rank weight scale from prepare_weight) combines, in rank
     order, to the same bits, bias added once at the end.  M = 5 runs the shards in
     separate programs, M = 100 sums a rank's two shards inside each program."""
-    from heal_kernels.reduce import tree_sum
+    from heal_kernels.reduce import tree_sum, tree_sum_stacked
 
     torch.manual_seed(11)
     n, k = 96, 512
@@ -213,6 +213,7 @@ def test_k_shards_reproduce_any_rank_split(device, m):
         parts = [heal_matmul(x[:, r * ks:(r + 1) * ks].contiguous(), prepare_weight(w[:, r * ks:(r + 1) * ks]),
                              None, out=poisoned((m, n), device), k_shards=4 // tp) for r in range(tp)]
         assert torch.equal(tree_sum(parts) + bias, full), tp
+        assert torch.equal(tree_sum_stacked(torch.stack(parts), bias), full), tp  # TP's one-launch sum
     ref = reference.matmul_ref(x, w, bias)
     plain = heal_matmul(x, prepare_weight(w), bias)
     assert reference.rel_err(full, ref) <= 2 * reference.rel_err(plain, ref) + 1e-12
@@ -255,3 +256,31 @@ def test_k_shards_must_split_into_whole_tiles(device):
     with pytest.raises(ValueError, match="power of two up to 8"):
         heal_matmul(torch.randn(2, 64 * 16, device=device), torch.randn(8, 64 * 16, device=device).bfloat16(),
                     k_shards=16)
+
+
+@pytest.mark.parametrize("s", [1, 2, 4, 8])
+@pytest.mark.parametrize("bias_dtype", [None, torch.float32, torch.bfloat16])
+def test_tree_sum_stacked_is_tree_sum(device, s, bias_dtype):
+    """One launch, the torch tree's bits (values of mixed magnitude, so order matters), NaN and Inf kept."""
+    from heal_kernels.reduce import tree_sum, tree_sum_stacked
+
+    torch.manual_seed(s)
+    parts = torch.randn(s, 7, 300, device=device) * torch.logspace(-6, 6, 300, device=device)
+    parts[0, 1, 3], parts[s - 1, 2, 5], parts[0, 3, 7] = float("nan"), float("inf"), -float("inf")
+    bias = None if bias_dtype is None else torch.randn(300, device=device).to(bias_dtype)
+    want = tree_sum(parts.unbind(0))
+    want = want if bias is None else want + bias
+    got = tree_sum_stacked(parts, bias)
+    assert torch.equal(got.nan_to_num(), want.nan_to_num()) and torch.equal(got.isnan(), want.isnan())
+    assert got.isnan()[1, 3] and got[3, 7] == -float("inf")
+
+
+def test_tree_sum_stacked_arguments(device):
+    from heal_kernels.reduce import tree_sum_stacked
+
+    with pytest.raises(ValueError, match=names_argument("parts")):
+        tree_sum_stacked(torch.zeros(3, 2, 2, device=device))
+    with pytest.raises(ValueError, match=names_argument("parts")):
+        tree_sum_stacked(torch.zeros(2, 2, 2, device=device, dtype=torch.float16))
+    with pytest.raises(ValueError, match=names_argument("bias")):
+        tree_sum_stacked(torch.zeros(2, 2, 2, device=device), torch.zeros(3, device=device))
