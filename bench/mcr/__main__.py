@@ -30,6 +30,68 @@ def _examples(a):
     return chosen, [e for t in chosen for e in t.examples(a.n, a.seed)]
 
 
+def _checkpoint(name: str, root: str, corpus: list[str]) -> str:
+    """The synthetic checkpoint ``name`` with a tokenizer trained on ``corpus``, made once per corpus.
+
+    Its folder is named by the corpus's hash (another task set gets its own tokenizer) and made
+    under a lock and renamed into place when complete, so that several runs started side by side
+    (one per GPU) make it once and never read a half-written one."""
+    import fcntl
+    import hashlib
+    import shutil
+
+    from bench.e2e import models
+
+    digest = hashlib.sha256("\0".join(corpus).encode()).hexdigest()[:10]
+    path = os.path.join(root, f"{name}-mcr-{digest}")
+    os.makedirs(root, exist_ok=True)
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.exists(os.path.join(path, "config.json")):
+            tmp = f"{path}.tmp{os.getpid()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            models.make(name, tmp, corpus=corpus)
+            os.replace(tmp, path)
+    return path
+
+
+def _fingerprint(path: str) -> str:
+    """A short hash of a checkpoint (config, tokenizer, weight sizes and ends): a run folder is only
+    continued with the checkpoint it was started with."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(os.listdir(path)):
+        full = os.path.join(path, name)
+        if name.endswith(".safetensors"):
+            size = os.path.getsize(full)
+            with open(full, "rb") as f:
+                head = f.read(1 << 22)
+                f.seek(max(0, size - (1 << 22)))
+                tail = f.read()
+            h.update(f"{name}:{size}".encode() + head + tail)
+        elif name in ("config.json", "tokenizer.json"):
+            with open(full, "rb") as f:
+                h.update(name.encode() + f.read())
+    return h.hexdigest()[:16]
+
+
+def _check_folder(out: str, meta: dict) -> None:
+    """Record the run's model in ``out/run.json``, or refuse to continue a folder made with another."""
+    path = os.path.join(out, "run.json")
+    keep = {k: meta[k] for k in ("model", "checkpoint") if k in meta}
+    if os.path.exists(path):
+        with open(path) as f:
+            was = json.load(f)
+        if {k: was.get(k) for k in keep} != keep:
+            raise ValueError(f"{out} holds results of another model or checkpoint ({was}); this run has {keep}: "
+                             "use another --out")
+        return
+    os.makedirs(out, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(keep, f)
+
+
 def cmd_run(a) -> int:
     from bench.mcr import report, results, runner
 
@@ -42,16 +104,24 @@ def cmd_run(a) -> int:
     meta = {"model": a.model or a.model_path or a.server, "synthetic": bool(a.model)}
     path = a.model_path
     if a.model:
-        from bench.e2e import models
-
-        path = models.make(a.model, os.path.join(a.root, f"{a.model}-mcr"),
-                           corpus=[e.prompt for e in examples])
+        path = _checkpoint(a.model, a.root, [e.prompt for e in examples])
+    if path:
+        meta["checkpoint"] = _fingerprint(path) if os.path.isdir(path) else path
+    _check_folder(a.out, meta)
+    memory = {k: v for k, v in (("mem_fraction_static", a.mem_fraction), ("max_total_tokens", a.max_total_tokens))
+              if v is not None}
     print(f"[mcr] {len(examples)} examples from {', '.join(t.name for t in chosen)}; modes {', '.join(modes)}; "
           f"variants {', '.join(variants)}; results in {a.out}", file=sys.stderr, flush=True)
-    runner.run(examples, {t.name: t for t in chosen}, modes, variants, a.out, model_path=path, server=a.server,
-               meta=meta)
-    for p in report.write(results.load(a.out), os.path.join(a.out, "report")):
-        print(p)
+    try:
+        runner.run(examples, {t.name: t for t in chosen}, modes, variants, a.out, model_path=path, server=a.server,
+                   meta=meta, memory=memory, max_new_tokens=a.max_new_tokens)
+    finally:
+        if not a.no_report and os.path.isdir(os.path.join(a.out, results.RUNS)):
+            try:
+                for p in report.write(results.load(a.out), os.path.join(a.out, "report"), results.skips(a.out)):
+                    print(p)
+            except ValueError as e:  # no records yet
+                print(f"mcr: no report: {e}", file=sys.stderr)
     return 0
 
 
@@ -60,7 +130,7 @@ def cmd_report(a) -> int:
 
     records = [r for d in a.dirs for r in results.load(d)]
     out = a.out or os.path.join(a.dirs[0], "report")
-    paths = report.write(records, out)
+    paths = report.write(records, out, [s for d in a.dirs for s in results.skips(d)])
     print(open(paths[0]).read())
     return 0
 
@@ -95,6 +165,12 @@ def main(argv=None) -> int:
     r.add_argument("--n", type=int, default=None, help="examples per task (default: every one; finance: its default)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--root", default="/tmp/heal-models", help="where synthetic checkpoints are made")
+    r.add_argument("--max-new-tokens", type=int, default=None, help="for every task (default: each task's own)")
+    r.add_argument("--mem-fraction", type=float, default=None,
+                   help="engine --mem-fraction-static (share of the GPU memory free at its start; default 0.7)")
+    r.add_argument("--max-total-tokens", type=int, default=None,
+                   help="engine KV pool size in tokens: with --mem-fraction, lets several engines share a GPU")
+    r.add_argument("--no-report", action="store_true", help="write results only (e.g. one of several parallel runs)")
     r.add_argument("--out", required=True)
     r.set_defaults(fn=cmd_run)
     p = sub.add_parser("report", help="markdown and plots from run folders")
@@ -114,6 +190,9 @@ def main(argv=None) -> int:
         kept = f"; results so far are kept in {a.out}" if getattr(a, "out", None) and a.cmd == "run" else ""
         print(f"mcr: {e}{kept}", file=sys.stderr)
         return 2
+    except RuntimeError as e:  # some variants failed (runner.run): the rest ran and are kept
+        print(f"mcr: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -56,7 +56,14 @@ def metrics_order(mode: str) -> int:
     return order.index(mode) if mode in order else len(order)
 
 
-def render(records: list[dict]) -> tuple[str, dict]:
+def skipped_table(skips: list[dict]) -> str:
+    rows = ["| mode | variant | | why |", "| --- | --- | --- | --- |"]
+    for s in sorted(skips, key=lambda s: (metrics_order(s["mode"]), s["mode"], s["variant"])):
+        rows.append(f"| {s['mode']} | {s['variant']} | {s.get('kind', 'skipped')} | {s['reason']} |")
+    return "\n".join(rows)
+
+
+def render(records: list[dict], skips: list[dict] | None = None) -> tuple[str, dict]:
     summary = metrics.summarize(records)
     models = sorted({str(r.get("model", "?")) for r in records})
     devices = sorted({str(r.get("device", "?")) for r in records})
@@ -66,7 +73,15 @@ def render(records: list[dict]) -> tuple[str, dict]:
         parts.append(SYNTHETIC_NOTE)
     parts.append("Identity and divergence are measured across each mode's variants; the distance to FP32 is "
                  "the mode's `all` variant against FP32's `all` (batch = all).\n")
+    shards = sorted({str(r["heal_row_shards"]) for r in records if r["mode"] == "heal" and "heal_row_shards" in r})
+    if len(shards) > 1:
+        parts.append(f"**Warning:** heal's records were made with different HEAL_ROW_SHARDS ({', '.join(shards)}); "
+                     "its identity across them is not a fair test.\n")
     parts.append(table(summary))
+    done = {(r["mode"], r["variant"]) for r in records}
+    skips = [s for s in skips or [] if (s["mode"], s["variant"]) not in done]
+    if skips:
+        parts.append("Not run (skipped here, or failed; not counted above):\n\n" + skipped_table(skips))
     return "\n\n".join(parts) + "\n", summary
 
 
@@ -120,8 +135,8 @@ def plots(summary: dict, prefix: str) -> list[str]:
     return paths
 
 
-def write(records: list[dict], prefix: str) -> list[str]:
-    text, summary = render(records)
+def write(records: list[dict], prefix: str, skips: list[dict] | None = None) -> list[str]:
+    text, summary = render(records, skips)
     with open(prefix + ".md", "w") as f:
         f.write(text)
     with open(prefix + ".json", "w") as f:

@@ -10,6 +10,10 @@ concurrent clients) are written whole, through a temporary file and a rename, so
 that stops leaves either the complete variant or nothing of it. Variants that run one
 prompt at a time (``b1``) append each record as it completes, so an interrupted run
 continues where it stopped.
+
+A (mode, variant) that could not run leaves ``<mode>__<variant>.skip.json`` instead: why it was
+skipped (not runnable here) or failed (its engine did not start, or generation raised). The
+report lists them; a later run that completes the variant removes the file.
 """
 
 from __future__ import annotations
@@ -76,6 +80,37 @@ def write_whole(out: str, mode: str, variant: str, records: list[dict]) -> None:
     os.replace(tmp, path)
 
 
+def skip_file(out: str, mode: str, variant: str) -> str:
+    return os.path.join(out, RUNS, f"{mode}__{variant}.skip.json")
+
+
+def write_skip(out: str, mode: str, variant: str, reason: str, kind: str = "skipped") -> None:
+    path = skip_file(out, mode, variant)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump({"mode": mode, "variant": variant, "kind": kind, "reason": reason}, f)
+    os.replace(path + ".tmp", path)
+
+
+def clear_skip(out: str, mode: str, variant: str) -> None:
+    path = skip_file(out, mode, variant)
+    if os.path.exists(path):
+        os.remove(path)
+
+
+def skips(out: str) -> list[dict]:
+    """The skipped or failed (mode, variant)s under ``out``, without those that have results since."""
+    d = os.path.join(out, RUNS)
+    if not os.path.isdir(d):
+        return []
+    rows = []
+    for name in sorted(os.listdir(d)):
+        if name.endswith(".skip.json"):
+            with open(os.path.join(d, name)) as f:
+                rows.append(json.load(f))
+    return rows
+
+
 def _slug(s: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", str(s).lower()).strip("-") or "unknown"
 
@@ -104,4 +139,9 @@ def merge(sources: list[str], out: str) -> int:
                 raise ValueError(f"merge: {mode} {variant} has example {k} twice (two runs of the same device?)")
             seen.add(k)
         write_whole(out, mode, variant, recs)
+    have = set(merged)
+    for src in sources:
+        for sk in skips(src):
+            if (sk["mode"], sk["variant"]) not in have:
+                write_skip(out, sk["mode"], sk["variant"], sk["reason"], sk.get("kind", "skipped"))
     return len(rows)

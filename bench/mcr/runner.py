@@ -11,7 +11,13 @@ A variant is what changes under real serving while the prompt stays the same:
 | ``radix-warm`` | defaults | all together twice; the second pass, on a warm radix cache, is recorded |
 | ``clients32`` | defaults | 32 concurrent clients, each request after a random 0-50 ms delay |
 | ``tp2`` | ``--tp-size 2`` (heal: ``HEAL_ROW_SHARDS=4``) | all together |
-| ``flashinfer`` | ``--attention-backend flashinfer`` (not heal) | all together |
+| ``flashinfer`` | ``--attention-backend flashinfer`` (bf16 and det only) | all together |
+
+A variant that cannot run here is skipped and the reason written next to the results
+(``results.write_skip``): ``flashinfer`` without FlashInfer's prebuilt kernels (its JIT would
+compile them with nvcc at first use, for minutes; ``MCR_FLASHINFER_JIT=1`` tries anyway), or
+an engine that fails to start (e.g. heal refusing ``--tp-size 2`` for a model that sums
+row-parallel outputs outside the layer). The other variants go on.
 
 Against a server only the send patterns apply (``b1``, ``all``, ``radix-warm``,
 ``clients32``); the server's own flags must match the mode (checked through
@@ -33,6 +39,9 @@ from dataclasses import dataclass
 from bench.mcr import results
 
 CONTEXT_LENGTH = 4096
+# Engine memory: a share of the GPU's free memory at start-up and a fixed KV pool, so several
+# engines can start side by side on one GPU (bench/e2e/repro.py does the same).
+MEM_FRACTION = 0.7
 
 
 @dataclass(frozen=True)
@@ -91,10 +100,14 @@ def _parse(o: dict) -> tuple[list[int], list[float], str]:
 class EngineClient:
     """An in-process sglang.Engine for one mode and engine configuration."""
 
-    def __init__(self, model_path: str, mode: str, engine: dict):
+    def __init__(self, model_path: str, mode: str, engine: dict, memory: dict | None = None):
         from bench.e2e import engines
 
-        flags = {"context_length": CONTEXT_LENGTH, "mem_fraction_static": 0.7, **engine}
+        flags = {"context_length": CONTEXT_LENGTH, "mem_fraction_static": MEM_FRACTION, **(memory or {}), **engine,
+                 # a scheduler that fails to start signals SIGQUIT; SGLang's own handler would kill this
+                 # process too, losing the run's other variants: ours only reports it, and the
+                 # engine's start then raises (see _start_failed)
+                 "custom_sigquit_handler": _child_failed}
         if mode == "heal" and engine.get("attention_backend", "heal") != "heal":
             raise ValueError(f"mode heal serves with its own attention backend; variant flags {engine} do not apply")
         self.eng = engines.start(model_path, mode, variant="speed", **flags)
@@ -122,11 +135,9 @@ class EngineClient:
             jobs = zip(prompts, max_new, delays, strict=True)
             return await asyncio.gather(*(one(sem, p, n, d) for p, n, d in jobs))
 
-        loop = asyncio.new_event_loop()
-        try:
-            return [_parse(o) for o in loop.run_until_complete(all_())]
-        finally:
-            loop.close()
+        # on the engine's own loop: its tokenizer manager receives every response in a task of
+        # that loop, so requests awaited on another loop would never complete
+        return [_parse(o) for o in self.eng.loop.run_until_complete(all_())]
 
     def close(self) -> None:
         self.eng.shutdown()
@@ -188,6 +199,50 @@ class ServerClient:
         pass
 
 
+def _child_failed(signum, frame) -> None:
+    print("[mcr] an engine subprocess failed (its error is above); this variant is recorded as failed",
+          file=sys.stderr, flush=True)
+
+
+def _kill_children() -> None:
+    """What a failed engine start leaves behind (its scheduler and detokenizer processes)."""
+    try:
+        from sglang.srt.utils import kill_process_tree
+
+        kill_process_tree(os.getpid(), include_parent=False, wait_timeout=60)
+    except Exception as e:  # noqa: BLE001 - best effort; the run goes on
+        print(f"[mcr] could not stop the failed engine's processes: {e}", file=sys.stderr)
+
+
+def flashinfer_unavailable() -> str | None:
+    """Why FlashInfer attention cannot be assumed here, or None (checked without importing it)."""
+    import importlib.util
+
+    if os.environ.get("MCR_FLASHINFER_JIT") == "1":
+        return None
+    spec = importlib.util.find_spec("flashinfer")
+    if spec is None:
+        return "flashinfer is not installed"
+    if importlib.util.find_spec("flashinfer_jit_cache") is not None:
+        return None
+    aot = os.path.join(os.path.dirname(spec.origin), "data", "aot")
+    if os.path.isdir(aot) and os.listdir(aot):
+        return None
+    return ("FlashInfer's prebuilt kernels are not installed (no flashinfer-jit-cache package, no " + aot + "); "
+            "its JIT would compile the attention kernels with nvcc at first use, for minutes, and needs the CUDA "
+            "toolkit. Install flashinfer-jit-cache, or set MCR_FLASHINFER_JIT=1 to compile them")
+
+
+def skip_reason(mode: str, variant: str) -> str | None:
+    """Why (mode, variant) is not run on this machine, or None."""
+    backend = VARIANTS[variant].engine.get("attention_backend")
+    if backend == "flashinfer":
+        if mode not in ("bf16", "det"):
+            return f"mode {mode} runs FP32 attention, which FlashInfer's kernels do not compute"
+        return flashinfer_unavailable()
+    return None
+
+
 def _device() -> str:
     try:
         import torch
@@ -216,8 +271,10 @@ def _progress(total: int, desc: str):
         return _P()
 
 
-def run_variant(client, mode: str, variant: str, examples, tasks: dict, out: str, meta: dict) -> int:
-    """Run one variant's missing examples; returns how many records were written."""
+def run_variant(client, mode: str, variant: str, examples, tasks: dict, out: str, meta: dict,
+                max_new_tokens: int | None = None) -> int:
+    """Run one variant's missing examples; returns how many records were written.
+    ``max_new_tokens`` overrides every task's own."""
     v = VARIANTS[variant]
     have = results.done(out, mode, variant)
     todo = [e for e in examples if (e.task, e.id) not in have]
@@ -236,7 +293,7 @@ def run_variant(client, mode: str, variant: str, examples, tasks: dict, out: str
                 "device": client.device, **meta}
 
     prompts = [e.prompt for e in todo]
-    max_new = [tasks[e.task].max_new_tokens for e in todo]
+    max_new = [max_new_tokens or tasks[e.task].max_new_tokens for e in todo]
     try:
         if v.send == "b1":
             for e, p, n in zip(todo, prompts, max_new, strict=True):
@@ -260,25 +317,35 @@ def run_variant(client, mode: str, variant: str, examples, tasks: dict, out: str
 
 
 def run(examples, tasks: dict, modes: list[str], variants: list[str], out: str, *, model_path: str | None = None,
-        server: str | None = None, meta: dict | None = None) -> int:
-    """Every (mode, variant) over ``examples``; engines are grouped by their flags, one at a time."""
+        server: str | None = None, meta: dict | None = None, memory: dict | None = None,
+        max_new_tokens: int | None = None) -> int:
+    """Every (mode, variant) over ``examples``; engines are grouped by their flags, one at a time.
+
+    ``memory``: engine flags for its memory (mem_fraction_static, max_total_tokens). A variant
+    that cannot run here, or whose engine fails to start or serve, is recorded as skipped or
+    failed (results.write_skip) and the others go on; RuntimeError at the end names them."""
     check_variants(variants, modes, server is not None)
     if server and len(modes) != 1:
         raise ValueError("a server serves one mode: pass --modes with the server's mode only")
     meta = dict(meta or {})
+    if max_new_tokens:
+        meta["max_new_tokens"] = max_new_tokens
     os.makedirs(out, exist_ok=True)
-    # With a TP variant, every engine of the run (TP=1 ones too) reduces row-parallel layers in the
-    # same HEAL_ROW_SHARDS tree, or heal's TP=1 and TP=2 bits could not agree; 4 serves TP 1, 2, 4.
-    env = {}
-    if any(VARIANTS[v].engine.get("tp_size", 1) > 1 for v in variants):
-        env = {"HEAL_ROW_SHARDS": os.environ.get("HEAL_ROW_SHARDS", "4")}
-        meta["heal_row_shards"] = env["HEAL_ROW_SHARDS"]
-    written = 0
+    # heal's row-parallel layers reduce in HEAL_ROW_SHARDS shards: TP=1 and TP=2 agree with the
+    # default (2), TP=4 needs 4. Every process of a run must see the same value (set it in the
+    # environment of all of them), so it is recorded with each record.
+    meta["heal_row_shards"] = os.environ.get("HEAL_ROW_SHARDS", "default")
+    written, failed = 0, []
     for mode in modes:
         groups: dict[str, list[str]] = {}
         for v in variants:
             if mode == "heal" and VARIANTS[v].engine.get("attention_backend", "heal") != "heal":
                 print(f"[mcr] {mode}: variant {v} skipped (heal has its own attention backend)", file=sys.stderr)
+                continue
+            why = None if server else skip_reason(mode, v)
+            if why:
+                print(f"[mcr] {mode}: variant {v} skipped: {why}", file=sys.stderr, flush=True)
+                results.write_skip(out, mode, v, why, kind="skipped")
                 continue
             groups.setdefault(json.dumps(VARIANTS[v].engine, sort_keys=True), []).append(v)
         for engine_flags, vs in groups.items():
@@ -291,13 +358,33 @@ def run(examples, tasks: dict, modes: list[str], variants: list[str], out: str, 
             if server:
                 client = ServerClient(server, mode)
             else:
-                from bench.e2e.engines import environ
-
-                with environ(env):
-                    client = EngineClient(model_path, mode, flags)
+                t0 = time.time()
+                try:
+                    client = EngineClient(model_path, mode, flags, memory)
+                except Exception as e:  # noqa: BLE001 - recorded, and the other engines go on
+                    _kill_children()
+                    why = f"the engine did not start ({type(e).__name__}: {e}); its log has the cause"
+                    print(f"[mcr] {mode}: {', '.join(pending)} failed: {why}", file=sys.stderr, flush=True)
+                    for v in pending:
+                        results.write_skip(out, mode, v, why, kind="failed")
+                    failed += [f"{mode}/{v}" for v in pending]
+                    continue
+                print(f"[mcr] {mode}: engine started in {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
             try:
                 for v in pending:
-                    written += run_variant(client, mode, v, examples, tasks, out, meta)
+                    try:
+                        written += run_variant(client, mode, v, examples, tasks, out, meta, max_new_tokens)
+                        results.clear_skip(out, mode, v)
+                    except ConnectionError:
+                        raise
+                    except Exception as e:  # noqa: BLE001
+                        why = f"generation failed ({type(e).__name__}: {e})"
+                        print(f"[mcr] {mode}: {v} {why}", file=sys.stderr, flush=True)
+                        results.write_skip(out, mode, v, why, kind="failed")
+                        failed.append(f"{mode}/{v}")
             finally:
                 client.close()
+    if failed:
+        raise RuntimeError(f"{len(failed)} variant(s) failed: {', '.join(failed)} (reasons in {out}/{results.RUNS}/"
+                           "*.skip.json); the others' results are kept")
     return written
