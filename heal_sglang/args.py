@@ -43,6 +43,9 @@ def prepare(args) -> None:
                 )
         if args.attention_backend is None:
             args.attention_backend = HEAL
+        if getattr(args, "sampling_backend", None) is None:
+            # SGLang's seeded sampler (heal_sglang.sampling) runs on the pytorch sampling backend
+            args.sampling_backend = "pytorch"
         # The flags alone, before SGLang's own resolution: it reads the model first, so a bad model
         # path (or no GPU) would otherwise hide heal's refusal. validate() checks the resolved values.
         bad = _refusals(args)
@@ -104,6 +107,9 @@ def _refusals(args) -> list[str]:
                    "all-reduce sums in an order heal cannot fix)")
     if getattr(args, "enable_lora", False):
         out.append("LoRA adapters (--enable-lora)")
+    if getattr(args, "sampling_backend", None) not in (None, "pytorch"):
+        out.append(f"--sampling-backend {args.sampling_backend} (heal samples with SGLang's seeded sampler, which "
+                   "runs on the pytorch backend: drop the flag)")
     if getattr(args, "dllm_algorithm", None):
         out.append(f"diffusion LLM decoding (--dllm-algorithm {args.dllm_algorithm})")
     return out

@@ -71,6 +71,14 @@ TARGETS: tuple[Target, ...] = (
     Target("sglang.srt.layers.activation.GeluAndMul.forward_cuda", _HOOKS, ("x",)),
     Target("sglang.srt.layers.rotary_embedding.base.RotaryEmbedding.forward_cuda", _HOOKS,
            ("positions", "query", "key", "offsets", "fused_set_kv_buffer_arg")),
+    # seeded sampling (heal_sglang.sampling): SGLang's extension point after a batch's sampling
+    # info is built, and the top-k/top-p/min-p sampler whose min-p step asserts that no seed is set
+    Target("sglang.srt.sampling.sampling_batch_info.SamplingBatchInfo.adjusted_from_schedule_batch", _HOOKS,
+           ("batch",)),
+    Target("sglang.srt.layers.sampler.top_k_top_p_min_p_sampling_from_probs_torch", _HOOKS,
+           ("probs", "min_ps", "need_min_p_sampling", "sampling_seed")),
+    Target("sglang.srt.sampling.sampling_batch_info.SamplingBatchInfo.sampling_seed", "seeded sampling"),
+    Target("sglang.srt.layers.sampler.multinomial_with_seed", "seeded sampling"),
     # 0.5.23: server arguments resolve in resolve_once(), through named steps plugins may wrap;
     # the record keeps the raw input and the resolved values are declarations over it
     Target("sglang.srt.server_args.ServerArgs.resolve_once", "resolution entry point", versions=_0523),

@@ -204,6 +204,10 @@ def _hooks():
         ("sglang.srt.layers.activation.SiluAndMul.forward_cuda", _HOOK_SILU, HookType.AROUND),
         ("sglang.srt.layers.activation.GeluAndMul.forward_cuda", _HOOK_GELU, HookType.AROUND),
         ("sglang.srt.layers.rotary_embedding.base.RotaryEmbedding.forward_cuda", _HOOK_ROPE, HookType.AROUND),
+        # seeded sampling (heal_sglang.sampling)
+        ("sglang.srt.sampling.sampling_batch_info.SamplingBatchInfo.adjusted_from_schedule_batch", _seeds_hook,
+         HookType.AFTER),
+        ("sglang.srt.layers.sampler.top_k_top_p_min_p_sampling_from_probs_torch", _min_p_hook, HookType.AROUND),
     ]
 
 
@@ -211,6 +215,18 @@ _HOOK_RMSNORM = _op_hook("rmsnorm_forward_cuda")
 _HOOK_SILU = _op_hook("silu_and_mul_forward_cuda")
 _HOOK_GELU = _op_hook("gelu_and_mul_forward_cuda")
 _HOOK_ROPE = _op_hook("rotary_forward_cuda")
+
+
+def _seeds_hook(result, *a, **k):
+    from heal_sglang.sampling import fill_seeds
+
+    return fill_seeds(result, *a, **k)
+
+
+def _min_p_hook(orig, *a, **k):
+    from heal_sglang.sampling import min_p_then_seeded
+
+    return min_p_then_seeded(orig, *a, **k)
 
 
 def _attention_factory(model_runner):
