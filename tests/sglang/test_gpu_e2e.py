@@ -4,6 +4,7 @@ Synthetic checkpoints of real architectures (std-0.02 init) are created on the
 machine (bench.e2e.models).  ``HEAL_RESULTS=<dir>`` keeps the matrix's JSON.
 """
 
+import contextlib
 import json
 import os
 import socket
@@ -32,8 +33,9 @@ def _post(url, body):
         return json.loads(r.read())
 
 
-def _serve_and_query(path, flags):
-    """Start `python -m sglang.launch_server` with `flags`, query /generate twice and /v1/completions."""
+@contextlib.contextmanager
+def _server(path, flags):
+    """`python -m sglang.launch_server` with `flags`, healthy; yields its base URL."""
     import urllib.request
 
     with socket.socket() as s:
@@ -56,6 +58,18 @@ def _serve_and_query(path, flags):
                 pass
             assert time.time() < deadline, "server did not become healthy in 420 s"
             time.sleep(2)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _serve_and_query(path, flags):
+    """Start a server with `flags`, query /generate twice and /v1/completions."""
+    with _server(path, flags) as base:
         prompt = " ".join(f"t{i * 37 % 500}" for i in range(60))
         body = {"text": prompt, "return_logprob": True,
                 "sampling_params": {"temperature": 0, "max_new_tokens": 24, "ignore_eos": True}}
@@ -63,12 +77,6 @@ def _serve_and_query(path, flags):
         c = _post(base + "/v1/completions", {"model": path, "prompt": prompt, "max_tokens": 24, "temperature": 0,
                                              "ignore_eos": True})
         return g1, g2, c
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def test_design_command_serves_the_same_bits_as_quantization_heal():
@@ -105,6 +113,41 @@ def test_heal_outputs_are_bitwise_identical_across_the_matrix(tmp_path):
     for label, row in rows.items():
         assert row["n"] >= 32
         assert row["identical"] == row["n"], f"{label}: {row}"
+
+
+def test_heal_seeded_sampling_is_bitwise_identical_across_the_matrix(tmp_path):
+    """temperature 0.7, top-p 0.9, one sampling_seed per prompt, top-5 logprobs: 16 prompts of 32-512
+    tokens, 64 new tokens; batch 1 vs all, radix warm vs cold, chunked prefill 64 vs off, graphs off vs on.
+    Tokens, their logprobs and the top-5 (ids and logprobs) must be bitwise the same."""
+    out = os.path.join(os.environ.get("HEAL_RESULTS") or str(tmp_path), "repro-heal-seeded-llama-small")
+    cmd = [sys.executable, "-m", "bench.e2e.repro", "--model-path", _model("llama-small"), "--modes", "heal",
+           "--variants", "base,chunk64,nograph", "--sampling", "seeded", "--prompts", "16", "--new", "64",
+           "--parallel", "3", "--out", out]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    print(r.stdout)
+    assert r.returncode == 0, r.stdout + r.stderr
+    with open(os.path.join(out, "summary.json")) as f:
+        rows = json.load(f)["summary"]["heal"]
+    assert set(rows) == {"seeded: batch 1 vs all", "seeded: radix warm vs cold (batch 1)",
+                         "seeded: chunked prefill 64 vs off", "seeded: CUDA graph off vs on"}
+    for label, row in rows.items():
+        assert row["n"] >= 16
+        assert row["identical"] == row["n"], f"{label}: {row}"
+
+
+def test_openai_seed_reproduces_a_sampled_completion():
+    """/v1/completions with `seed` samples the same text twice; another seed another text (the
+    mapping seed -> sampling_seed is SGLang's)."""
+    path = _model("llama-small")
+    prompt = " ".join(f"t{i * 37 % 500}" for i in range(60))
+    body = {"model": path, "prompt": prompt, "max_tokens": 32, "temperature": 1.0, "ignore_eos": True,
+            "logprobs": 5}
+    with _server(path, ["--attention-backend", "heal"]) as base:
+        a, b = (_post(base + "/v1/completions", dict(body, seed=7)) for _ in range(2))
+        c = _post(base + "/v1/completions", dict(body, seed=8))
+    assert a["choices"][0]["text"] == b["choices"][0]["text"]
+    assert a["choices"][0]["logprobs"] == b["choices"][0]["logprobs"]
+    assert a["choices"][0]["text"] != c["choices"][0]["text"]
 
 
 @pytest.mark.parametrize("name", ["qwen2-small", "qwen3-small", "mistral-small", "llama-1b"])

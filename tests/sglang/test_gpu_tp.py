@@ -1,5 +1,6 @@
 """Tensor parallelism end to end (needs 2 GPUs; 4 for the TP=4 row): TP=1, 2 (and 4) give the
-same greedy outputs bitwise, with HEAL_ROW_SHARDS=4 for every engine compared."""
+same greedy outputs bitwise, and the same seeded samples (tokens, logprobs, top-5), with
+HEAL_ROW_SHARDS=4 for every engine compared."""
 
 import json
 import os
@@ -21,13 +22,13 @@ def test_tp_sizes_match_tp1_across_the_matrix(tmp_path):
     out = os.path.join(os.environ.get("HEAL_RESULTS") or str(tmp_path), "repro-heal-tp")
     env = dict(os.environ, HEAL_ROW_SHARDS="4", NCCL_NVLS_ENABLE="0")
     r = subprocess.run([sys.executable, "-m", "bench.e2e.repro", "--model-path", path, "--modes", "heal",
-                        "--variants", variants, "--parallel", "1", "--out", out],
+                        "--variants", variants, "--sampling", "greedy,seeded", "--parallel", "1", "--out", out],
                        capture_output=True, text=True, timeout=1500, env=env)
     print(r.stdout)
     assert r.returncode == 0, r.stdout + r.stderr
     with open(os.path.join(out, "summary.json")) as f:
         rows = json.load(f)["summary"]["heal"]
-    assert "TP=2 vs TP=1" in rows
+    assert {"TP=2 vs TP=1", "seeded: TP=2 vs TP=1", "seeded: TP=2, chunked prefill 64 vs TP=1"} <= rows.keys()
     if torch.cuda.device_count() >= 4:
         assert {"TP=4 vs TP=1", "TP=4, chunked prefill 64 vs TP=1"} <= rows.keys()
     for label, row in rows.items():
