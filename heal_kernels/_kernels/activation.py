@@ -12,14 +12,13 @@ def _act_and_mul_kernel(
     ACT: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
-    for d0 in range(0, D, BLOCK_D):
-        cols = d0 + tl.arange(0, BLOCK_D)
-        mask = cols < D
-        a = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
-        b = tl.load(x_ptr + row * stride_x + D + cols, mask=mask, other=0.0).to(tl.float32)
-        if ACT == 0:
-            z = a
-        else:
-            z = 2.0 * 0.7978845608028654 * (a + 0.044715 * a * a * a)
-        y = a / (1.0 + tl.exp(-z))
-        tl.store(out_ptr + row * stride_o + cols, y * b, mask=mask)
+    cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    mask = cols < D
+    a = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
+    b = tl.load(x_ptr + row * stride_x + D + cols, mask=mask, other=0.0).to(tl.float32)
+    if ACT == 0:
+        z = a
+    else:
+        z = 2.0 * 0.7978845608028654 * (a + 0.044715 * a * a * a)
+    y = a / (1.0 + tl.exp(-z))
+    tl.store(out_ptr + row * stride_o + cols, y * b, mask=mask)
