@@ -20,6 +20,20 @@ def eager():
         yield
 
 
+@pytest.fixture
+def draws(plugin):
+    """SGLang's seeded sampler on CPU tensors: 0.5.17 hashes with its Triton kernel (interpreted here);
+    0.5.23 sends CPU tensors to sgl_kernel's CPU op, which needs a loadable sgl_kernel build."""
+    from heal_sglang import compat
+
+    if compat.installed() == compat.SGLANG_0523:
+        try:
+            import sgl_kernel  # noqa: F401
+        except ImportError as e:
+            pytest.skip(f"SGLang 0.5.23 hashes CPU tensors in sgl_kernel, which does not load here ({e!s:.60})")
+    return True
+
+
 def _probs(rows: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.softmax(torch.randn(rows, VOCAB, generator=g) * 3, dim=-1)
@@ -42,7 +56,7 @@ def _filtered(probs, seeds, positions, top_k=VOCAB, top_p=0.9, min_p=0.0):
 
 
 @pytest.mark.parametrize("sample", [_seeded, _filtered], ids=["plain", "top_p"])
-def test_a_draw_depends_only_on_its_row_seed_and_position(plugin, sample):
+def test_a_draw_depends_only_on_its_row_seed_and_position(draws, sample):
     probs = _probs(7)
     seeds, pos = [11, 12, 13, 14, 15, 16, 17], [3, 40, 41, 7, 511, 0, 9]
     together = sample(probs, seeds, pos)
@@ -58,7 +72,7 @@ def test_a_draw_depends_only_on_its_row_seed_and_position(plugin, sample):
     assert torch.equal(mixed[2:5], together[:3])
 
 
-def test_seed_and_position_both_change_the_draw(plugin):
+def test_seed_and_position_both_change_the_draw(draws):
     probs = torch.full((64, VOCAB), 1.0 / VOCAB)  # uniform: draws differ often
     base = _seeded(probs, [5] * 64, list(range(64)))
     assert len(set(base.tolist())) > 8  # positions give different draws
@@ -66,7 +80,7 @@ def test_seed_and_position_both_change_the_draw(plugin):
     assert torch.equal(_seeded(probs, [5] * 64, list(range(64))), base)  # and the same pair the same draw
 
 
-def test_seeded_draws_follow_the_distribution(plugin):
+def test_seeded_draws_follow_the_distribution(draws):
     """4000 seeds at one position: token frequencies within 4 sigma of the probabilities."""
     probs = torch.tensor([[0.5, 0.25, 0.125, 0.0625, 0.0625] + [0.0] * 3])
     n = 4000
@@ -77,7 +91,7 @@ def test_seeded_draws_follow_the_distribution(plugin):
     assert freq[5:].sum() == 0
 
 
-def test_min_p_with_a_seed_is_served_and_filters(plugin):
+def test_min_p_with_a_seed_is_served_and_filters(draws):
     """SGLang asserts that min-p has no seed; heal's hook filters min-p first and draws seeded."""
     probs = _probs(6)
     seeds, pos = [1, 2, 3, 4, 5, 6], [10, 20, 30, 40, 50, 60]
