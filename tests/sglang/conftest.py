@@ -21,6 +21,20 @@ def plugin():
 
 
 @pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """A two-layer Llama checkpoint on disk, for SGLang's ServerArgs / ModelConfig resolution."""
+    import torch
+    import transformers
+
+    path = tmp_path_factory.mktemp("tiny-llama")
+    cfg = transformers.LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+                                   num_key_value_heads=1, vocab_size=512, max_position_embeddings=1024,
+                                   torch_dtype="bfloat16")
+    transformers.LlamaForCausalLM(cfg).to(torch.bfloat16).save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
 def tp_group():
     """A one-rank tensor-parallel group on gloo, which SGLang's parallel layers need."""
     from sglang.srt.distributed import init_distributed_environment

@@ -1,19 +1,6 @@
 """Server-argument rules, through SGLang's own ServerArgs resolution."""
 
 import pytest
-import torch
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    import transformers
-
-    path = tmp_path_factory.mktemp("tiny-llama")
-    cfg = transformers.LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
-                                   num_key_value_heads=1, vocab_size=512, max_position_embeddings=1024,
-                                   torch_dtype="bfloat16")
-    transformers.LlamaForCausalLM(cfg).to(torch.bfloat16).save_pretrained(path)
-    return str(path)
 
 
 def _args(path, **kw):

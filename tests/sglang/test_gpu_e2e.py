@@ -98,17 +98,21 @@ def test_design_command_serves_the_same_bits_as_quantization_heal():
     assert a["meta_info"]["output_token_logprobs"] == q["meta_info"]["output_token_logprobs"]
 
 
-def test_heal_outputs_are_bitwise_identical_across_the_matrix(tmp_path):
-    """32 prompts of 32-512 tokens, 256 new tokens: batch, chunked prefill 64/512/off, radix warm/cold, graphs."""
-    out = os.environ.get("HEAL_RESULTS") or str(tmp_path)
-    out = os.path.join(out, "repro-heal-llama-small")
+def _repro(tmp_path, name, args, timeout):
+    """bench.e2e.repro on llama-small in heal mode; its summary rows (results under HEAL_RESULTS if set)."""
+    out = os.path.join(os.environ.get("HEAL_RESULTS") or str(tmp_path), name)
     cmd = [sys.executable, "-m", "bench.e2e.repro", "--model-path", _model("llama-small"), "--modes", "heal",
-           "--parallel", "4", "--out", out]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+           *args, "--out", out]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     print(r.stdout)
     assert r.returncode == 0, r.stdout + r.stderr
     with open(os.path.join(out, "summary.json")) as f:
-        rows = json.load(f)["summary"]["heal"]
+        return json.load(f)["summary"]["heal"]
+
+
+def test_heal_outputs_are_bitwise_identical_across_the_matrix(tmp_path):
+    """32 prompts of 32-512 tokens, 256 new tokens: batch, chunked prefill 64/512/off, radix warm/cold, graphs."""
+    rows = _repro(tmp_path, "repro-heal-llama-small", ["--parallel", "4"], timeout=900)
     assert len(rows) == 5
     for label, row in rows.items():
         assert row["n"] >= 32
@@ -119,15 +123,9 @@ def test_heal_seeded_sampling_is_bitwise_identical_across_the_matrix(tmp_path):
     """temperature 0.7, top-p 0.9, one sampling_seed per prompt, top-5 logprobs: 16 prompts of 32-512
     tokens, 64 new tokens; batch 1 vs all, radix warm vs cold, chunked prefill 64 vs off, graphs off vs on.
     Tokens, their logprobs and the top-5 (ids and logprobs) must be bitwise the same."""
-    out = os.path.join(os.environ.get("HEAL_RESULTS") or str(tmp_path), "repro-heal-seeded-llama-small")
-    cmd = [sys.executable, "-m", "bench.e2e.repro", "--model-path", _model("llama-small"), "--modes", "heal",
-           "--variants", "base,chunk64,nograph", "--sampling", "seeded", "--prompts", "16", "--new", "64",
-           "--parallel", "3", "--out", out]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    print(r.stdout)
-    assert r.returncode == 0, r.stdout + r.stderr
-    with open(os.path.join(out, "summary.json")) as f:
-        rows = json.load(f)["summary"]["heal"]
+    rows = _repro(tmp_path, "repro-heal-seeded-llama-small",
+                  ["--variants", "base,chunk64,nograph", "--sampling", "seeded", "--prompts", "16", "--new", "64",
+                   "--parallel", "3"], timeout=600)
     assert set(rows) == {"seeded: batch 1 vs all", "seeded: radix warm vs cold (batch 1)",
                          "seeded: chunked prefill 64 vs off", "seeded: CUDA graph off vs on"}
     for label, row in rows.items():

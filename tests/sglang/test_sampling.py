@@ -151,18 +151,6 @@ def test_the_hooks_are_installed(plugin):
     assert any("top_k_top_p_min_p_sampling_from_probs_torch" in line for line in rows)
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    import transformers
-
-    path = tmp_path_factory.mktemp("tiny-llama-sampling")
-    cfg = transformers.LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
-                                   num_key_value_heads=1, vocab_size=512, max_position_embeddings=1024,
-                                   torch_dtype="bfloat16")
-    transformers.LlamaForCausalLM(cfg).to(torch.bfloat16).save_pretrained(path)
-    return str(path)
-
-
 @pytest.mark.parametrize("kw", [dict(quantization="heal"), dict(attention_backend="heal")],
                          ids=["quantization", "attention_backend"])
 def test_heal_servers_sample_on_the_pytorch_backend(plugin, tiny_model, kw):
