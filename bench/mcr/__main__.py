@@ -3,6 +3,7 @@
     python -m bench.mcr run --model llama-8b --out runs/8b                 # synthetic checkpoint (GPU)
     python -m bench.mcr run --model-path /models/Llama-3.1-8B --modes bf16,heal --out runs/llama
     python -m bench.mcr run --server http://127.0.0.1:30000 --modes heal --variants b1,all --out runs/srv
+    python -m bench.mcr run --server http://127.0.0.1:8000 --api openai --modes bf16 --variants b1,all --out runs/v
     python -m bench.mcr merge runs/h100 runs/h200 --out runs/both        # devices become variants
     python -m bench.mcr report runs/both --out runs/both/report
     python -m bench.mcr tasks                                            # the registered tasks
@@ -114,7 +115,9 @@ def cmd_run(a) -> int:
           f"variants {', '.join(variants)}; results in {a.out}", file=sys.stderr, flush=True)
     try:
         runner.run(examples, {t.name: t for t in chosen}, modes, variants, a.out, model_path=path, server=a.server,
-                   meta=meta, memory=memory, max_new_tokens=a.max_new_tokens)
+                   meta=meta, memory=memory, max_new_tokens=a.max_new_tokens, api=a.api,
+                   server_opts={"timeout": a.timeout, "retries": a.retries, "model": a.served_model,
+                                "seed": a.request_seed})
     finally:
         if not a.no_report and os.path.isdir(os.path.join(a.out, results.RUNS)):
             try:
@@ -157,7 +160,16 @@ def main(argv=None) -> int:
     r = sub.add_parser("run", help="generate under modes and variants (resumable)")
     r.add_argument("--model", help="a synthetic checkpoint of bench/e2e/models.py (llama-8b, llama-1b, qwen3-small...)")
     r.add_argument("--model-path", help="any Hugging Face checkpoint")
-    r.add_argument("--server", help="URL of a running SGLang server (one mode)")
+    r.add_argument("--server", help="URL of a running server (one mode): SGLang, or with --api openai any "
+                   "OpenAI-compatible one")
+    r.add_argument("--api", choices=("sglang", "openai"), default="sglang",
+                   help="how --server is spoken to: SGLang's native /generate, or /v1/completions (SGLang, vLLM...)")
+    r.add_argument("--served-model", default=None, help="--api openai: the model name to request (default: the "
+                   "first of the server's /v1/models)")
+    r.add_argument("--request-seed", type=int, default=0, help="--api openai: the seed sent with every request")
+    r.add_argument("--timeout", type=float, default=600.0, help="--server: seconds to wait for one answer")
+    r.add_argument("--retries", type=int, default=3,
+                   help="--server: retries of a request the server did not answer (waits 1, 2, 4... s)")
     r.add_argument("--modes", default="bf16,det,fp32,layercast,heal")
     r.add_argument("--variants", default="b1,all,chunk64,radix-warm,clients32")
     r.add_argument("--tasks", default="all", help="task names, domains (medicine, law, finance) or all")
@@ -187,7 +199,11 @@ def main(argv=None) -> int:
     try:
         return a.fn(a)
     except (ValueError, ConnectionError, FileNotFoundError) as e:
-        kept = f"; results so far are kept in {a.out}" if getattr(a, "out", None) and a.cmd == "run" else ""
+        kept = ""
+        if getattr(a, "out", None) and a.cmd == "run":
+            kept = f"; results so far are kept in {a.out}"
+            if isinstance(e, ConnectionError):
+                kept += " (run the same command again to continue)"
         print(f"mcr: {e}{kept}", file=sys.stderr)
         return 2
     except RuntimeError as e:  # some variants failed (runner.run): the rest ran and are kept

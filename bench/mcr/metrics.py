@@ -19,6 +19,12 @@ Ours:
 Distance to FP32, against the reference run (mode ``fp32``, variant ``all``): share of
 examples identical to it, mean common-prefix length, and mean |delta logprob| of the chosen
 tokens over the common prefix.
+
+Token positions count the generated tokens. Records from a server that returns no token ids
+(an OpenAI-compatible server without ``return_token_ids``, bench/mcr/server.py) carry
+``"tokens_as": "text"`` and compare the tokens' texts instead of their ids; such records are
+not compared with records of token ids: a mode that mixes them is refused, and its distance to
+an FP32 run of the other kind is left out.
 """
 
 from __future__ import annotations
@@ -48,6 +54,11 @@ def first_divergence(outputs: list[list[int]]) -> int | None:
     if all(o == outputs[0] for o in outputs[1:]):
         return None
     return min(common_prefix(outputs[0], o) for o in outputs[1:]) if len(outputs) > 1 else None
+
+
+def tokens_kind(r: dict) -> str:
+    """What a record's ``output_ids`` hold: token "ids", or the tokens' "text"."""
+    return r.get("tokens_as", "ids")
 
 
 def by_mode(records) -> dict[str, dict[str, dict[tuple[str, str], dict]]]:
@@ -113,10 +124,16 @@ def summarize(records, reference: tuple[str, str] = REFERENCE) -> dict:
     """{mode: metrics (+ "to_fp32": distance of the mode's reference variant to FP32's)}."""
     modes = by_mode(records)
     ref = modes.get(reference[0], {}).get(reference[1])
+    kinds = {mode: {tokens_kind(r) for v in variants.values() for r in v.values()} for mode, variants in modes.items()}
+    for mode, ks in kinds.items():
+        if len(ks) > 1:
+            raise ValueError(f"mode {mode} mixes records of token ids with records compared on the tokens' texts "
+                             "(from a server that returned no token ids): their outputs cannot be compared; "
+                             "run every variant of a mode through the same API")
     out = {}
     for mode, variants in sorted(modes.items()):
         m = mode_metrics(variants)
-        if ref is not None and reference[1] in variants:
+        if ref is not None and reference[1] in variants and kinds[mode] == kinds[reference[0]]:
             m["to_fp32"] = distance_to_reference(variants[reference[1]], ref)
         out[mode] = m
     return out

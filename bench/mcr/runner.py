@@ -1,5 +1,6 @@
 """Run MCR-Bench prompts under precision modes and serving variants, against an in-process
-``sglang.Engine`` or a live server (SGLang's native ``/generate``), greedy, with logprobs.
+``sglang.Engine`` or a live server (SGLang's native ``/generate``, or any OpenAI-compatible
+``/v1/completions``: bench/mcr/server.py), greedy, with logprobs.
 
 A variant is what changes under real serving while the prompt stays the same:
 
@@ -20,8 +21,8 @@ an engine that fails to start (e.g. heal refusing ``--tp-size 2`` for a model th
 row-parallel outputs outside the layer). The other variants go on.
 
 Against a server only the send patterns apply (``b1``, ``all``, ``radix-warm``,
-``clients32``); the server's own flags must match the mode (checked through
-``/get_server_info``).
+``clients32``); the server's own flags must match the mode (checked through SGLang's
+``/server_info``; a server without it, e.g. vLLM, is run with a warning that it cannot be checked).
 """
 
 from __future__ import annotations
@@ -32,11 +33,12 @@ import os
 import random
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 
 from bench.mcr import results
+from bench.mcr.server import SERVER_FLAGS, OpenAIClient, ServerClient, tokens_as  # noqa: F401 - re-exported
+from bench.mcr.server import parse_native as _parse
+from bench.mcr.server import sampling as _sampling
 
 CONTEXT_LENGTH = 4096
 # Engine memory: a share of the GPU's free memory at start-up and a fixed KV pool, so several
@@ -61,14 +63,6 @@ VARIANTS = {
     "flashinfer": Variant({"attention_backend": "flashinfer"}, "all", True),
 }
 MODES = ("bf16", "det", "fp32", "layercast", "heal")
-# What /get_server_info must say for a server to serve each mode.
-SERVER_FLAGS = {
-    "bf16": {"quantization": None, "enable_deterministic_inference": False},
-    "det": {"quantization": None, "enable_deterministic_inference": True},
-    "fp32": {"quantization": None, "dtype": "float32"},
-    "layercast": {"quantization": "layercast"},
-    "heal": {"quantization": "heal", "attention_backend": "heal"},
-}
 
 
 def check_variants(names: list[str], modes: list[str], server: bool) -> None:
@@ -83,18 +77,6 @@ def check_variants(names: list[str], modes: list[str], server: bool) -> None:
         if fixed:
             raise ValueError(f"variant(s) {', '.join(fixed)} change the server's flags; run them with an engine "
                              "(--model-path) or start a server with those flags and run variant 'all' against it")
-
-
-def _sampling(max_new: int) -> dict:
-    return {"temperature": 0.0, "max_new_tokens": max_new}
-
-
-def _parse(o: dict) -> tuple[list[int], list[float], str]:
-    lp = (o.get("meta_info") or {}).get("output_token_logprobs") or []
-    ids = o.get("output_ids")
-    if ids is None:
-        ids = [t[1] for t in lp]
-    return list(ids), [t[0] for t in lp], o.get("text", "")
 
 
 class EngineClient:
@@ -141,62 +123,6 @@ class EngineClient:
 
     def close(self) -> None:
         self.eng.shutdown()
-
-
-class ServerClient:
-    """A live SGLang server; its flags must be the mode's."""
-
-    def __init__(self, url: str, mode: str, timeout: float = 600.0):
-        self.url, self.timeout = url.rstrip("/"), timeout
-        info = self._get("/get_server_info")
-        want = SERVER_FLAGS[mode]
-        got = {k: info.get(k) for k in want}
-        if got != want:
-            raise ValueError(f"the server at {self.url} was not started for mode {mode}: it has "
-                             f"{', '.join(f'{k}={v}' for k, v in got.items())}; mode {mode} needs "
-                             f"{', '.join(f'{k}={v}' for k, v in want.items())}")
-        self.device = info.get("device_name") or info.get("gpu_name") or "server"
-
-    def _get(self, path: str) -> dict:
-        try:
-            with urllib.request.urlopen(self.url + path, timeout=30) as r:
-                return json.loads(r.read())
-        except (urllib.error.URLError, OSError) as e:
-            raise ConnectionError(f"the SGLang server at {self.url} is unreachable ({e})") from None
-
-    def _post(self, path: str, body: dict):
-        req = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as r:
-                return json.loads(r.read())
-        except (urllib.error.URLError, OSError) as e:
-            raise ConnectionError(f"the SGLang server at {self.url} is unreachable ({e})") from None
-
-    def flush(self) -> None:
-        self._post("/flush_cache", {})
-
-    def generate(self, prompts: list[str], max_new: list[int]):
-        outs = self._post("/generate", {"text": prompts, "sampling_params": [_sampling(n) for n in max_new],
-                                        "return_logprob": True})
-        return [_parse(o) for o in (outs if isinstance(outs, list) else [outs])]
-
-    def generate_concurrent(self, prompts: list[str], max_new: list[int], clients: int, seed: int):
-        from concurrent.futures import ThreadPoolExecutor
-
-        rng = random.Random(seed)
-        delays = [rng.uniform(0.0, 0.05) for _ in prompts]
-
-        def one(args):
-            p, n, d = args
-            time.sleep(d)
-            return self.generate([p], [n])[0]
-
-        with ThreadPoolExecutor(clients) as ex:
-            return list(ex.map(one, zip(prompts, max_new, delays, strict=True)))
-
-    def close(self) -> None:
-        pass
 
 
 def _child_failed(signum, frame) -> None:
@@ -288,9 +214,12 @@ def run_variant(client, mode: str, variant: str, examples, tasks: dict, out: str
         ids, lps, text = parsed
         task = tasks[e.task]
         answer = task.extract(text)
-        return {"mode": mode, "variant": variant, "task": e.task, "id": e.id, "gold": e.gold, "answer": answer,
-                "correct": task.is_correct(answer, e.gold), "output_ids": ids, "logprobs": lps, "text": text,
-                "device": client.device, **meta}
+        r = {"mode": mode, "variant": variant, "task": e.task, "id": e.id, "gold": e.gold, "answer": answer,
+             "correct": task.is_correct(answer, e.gold), "output_ids": ids, "logprobs": lps, "text": text,
+             "device": client.device, **meta}
+        if tokens_as(ids):  # a server that returned no token ids: its tokens' texts stand for them
+            r["tokens_as"] = tokens_as(ids)
+        return r
 
     prompts = [e.prompt for e in todo]
     max_new = [max_new_tokens or tasks[e.task].max_new_tokens for e in todo]
@@ -318,12 +247,18 @@ def run_variant(client, mode: str, variant: str, examples, tasks: dict, out: str
 
 def run(examples, tasks: dict, modes: list[str], variants: list[str], out: str, *, model_path: str | None = None,
         server: str | None = None, meta: dict | None = None, memory: dict | None = None,
-        max_new_tokens: int | None = None) -> int:
+        max_new_tokens: int | None = None, api: str = "sglang", server_opts: dict | None = None) -> int:
     """Every (mode, variant) over ``examples``; engines are grouped by their flags, one at a time.
 
     ``memory``: engine flags for its memory (mem_fraction_static, max_total_tokens). A variant
     that cannot run here, or whose engine fails to start or serve, is recorded as skipped or
-    failed (results.write_skip) and the others go on; RuntimeError at the end names them."""
+    failed (results.write_skip) and the others go on; RuntimeError at the end names them.
+
+    ``api``: how a ``server`` is spoken to, ``sglang`` (native /generate) or ``openai``
+    (/v1/completions); ``server_opts``: the client's timeout, retries, backoff (and for openai:
+    model, seed). An unreachable server raises ConnectionError, naming it, with what was written kept."""
+    if api not in ("sglang", "openai"):
+        raise ValueError(f"unknown api {api!r}; known: sglang, openai")
     check_variants(variants, modes, server is not None)
     if server and len(modes) != 1:
         raise ValueError("a server serves one mode: pass --modes with the server's mode only")
@@ -356,7 +291,10 @@ def run(examples, tasks: dict, modes: list[str], variants: list[str], out: str, 
             print(f"[mcr] {mode}: starting {'server client' if server else 'engine'} for {', '.join(pending)}",
                   file=sys.stderr, flush=True)
             if server:
-                client = ServerClient(server, mode)
+                opts = dict(server_opts or {})
+                if api == "sglang":
+                    opts = {k: v for k, v in opts.items() if k in ("timeout", "retries", "backoff")}
+                client = (OpenAIClient if api == "openai" else ServerClient)(server, mode, **opts)
             else:
                 t0 = time.time()
                 try:

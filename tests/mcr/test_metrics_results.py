@@ -132,7 +132,7 @@ def test_report_renders_and_plots(tmp_path):
 
 
 class _Info(http.server.BaseHTTPRequestHandler):
-    """Answers /get_server_info as a BF16 SGLang server's does (the fields the check reads)."""
+    """Answers /server_info as a BF16 SGLang server's does (the fields the check reads)."""
 
     def do_GET(self):  # noqa: N802 - http.server's name
         body = json.dumps({"quantization": None, "enable_deterministic_inference": False, "dtype": "auto",
@@ -152,14 +152,16 @@ def test_server_checks_name_the_cause(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with pytest.raises(ConnectionError, match=f"server at http://127.0.0.1:{port} is unreachable"):
-        ServerClient(f"http://127.0.0.1:{port}", "heal")
+    with pytest.raises(ConnectionError, match=f"server at http://127.0.0.1:{port} is unreachable .*; 3 attempts"):
+        ServerClient(f"http://127.0.0.1:{port}", "heal", retries=2, backoff=0.01)
     srv = http.server.HTTPServer(("127.0.0.1", 0), _Info)
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
     try:
         url = f"http://127.0.0.1:{srv.server_address[1]}"
-        with pytest.raises(ValueError, match="was not started for mode heal: it has quantization=None"):
+        with pytest.raises(ValueError, match="was not started for mode heal: it serves quantization=None, "
+                           "attention_backend=triton, dtype=auto, enable_deterministic_inference=False; "
+                           "mode heal needs quantization=heal, attention_backend=heal"):
             ServerClient(url, "heal")
         assert ServerClient(url, "bf16").device == "server"
     finally:
