@@ -7,6 +7,10 @@ End-to-end options (bench/e2e/test_bench_e2e.py); comma-separated lists override
   --e2e-modes            bf16, det, fp32, layercast, heal
   --e2e-variants         serving variants of bench/e2e/engines.py (default, ctx4096, eager, tp2-default, tp4-default)
   --e2e-workloads        names in bench/e2e/workloads.py
+  --e2e-shard I/N        run only the I-th of N parts (0-based): the (model, variant, workload) groups
+                         dealt round-robin, every mode of a group in the same part, so each ratio to
+                         BF16 comes from one GPU; the kernel benchmarks run in part 0 only.
+                         One process per GPU, then `python -m bench.report a.json b.json ...` merges.
 """
 
 import pytest
@@ -19,6 +23,7 @@ def pytest_addoption(parser):
     for name in ("models", "modes", "variants", "workloads"):
         g.addoption(f"--e2e-{name}", default="")
     g.addoption("--model-path", default="")
+    g.addoption("--e2e-shard", default="", help="I/N: run the I-th of N parts of the suite (see bench/conftest.py)")
     g.addoption("--e2e-root", default="/tmp/heal-models", help="where synthetic checkpoints are made")
 
 
@@ -38,8 +43,24 @@ def e2e_cases(config) -> list[tuple]:
             raise pytest.UsageError(f"--e2e-{name}: unknown {', '.join(bad)} (known: {', '.join(table)})")
     path = config.getoption("--model-path") or None
     models = [None] if path else chosen["models"]
+    part, parts = shard(config.getoption("--e2e-shard"))
+    groups = [(m, v, w) for m in models for v in chosen["variants"] for w in chosen["workloads"]]
+    mine = set(groups[part::parts])
     return [(m, path, v, mode, w) for m in models for v in chosen["variants"] for mode in chosen["modes"]
-            for w in chosen["workloads"]]
+            for w in chosen["workloads"] if (m, v, w) in mine]
+
+
+def shard(text: str) -> tuple[int, int]:
+    """'I/N' -> (I, N); '' -> (0, 1)."""
+    if not text:
+        return 0, 1
+    try:
+        part, parts = (int(x) for x in text.split("/"))
+    except ValueError:
+        part, parts = -1, 0
+    if not 0 <= part < parts:
+        raise pytest.UsageError(f"--e2e-shard: expected I/N with 0 <= I < N, got {text!r}")
+    return part, parts
 
 
 def pytest_generate_tests(metafunc):
@@ -50,6 +71,10 @@ def pytest_generate_tests(metafunc):
 
 
 def pytest_collection_modifyitems(config, items):
+    if shard(config.getoption("--e2e-shard"))[0] > 0:  # the kernel benchmarks belong to part 0
+        keep = [i for i in items if "e2e_case" in getattr(i, "fixturenames", ())]
+        config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+        items[:] = keep
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="benchmarks need a CUDA GPU")

@@ -87,10 +87,10 @@ def test_make_bench_refuses_without_a_gpu_in_one_line():
     assert not os.path.exists(os.path.join(ROOT, "bench", "results", "cpu.json"))
 
 
-def _collect(*args):
-    r = subprocess.run([sys.executable, "-m", "pytest", "bench/e2e/test_bench_e2e.py", "--collect-only", "-q",
+def _collect(*args, suite="bench/e2e/test_bench_e2e.py", only="::test_e2e["):
+    r = subprocess.run([sys.executable, "-m", "pytest", suite, "--collect-only", "-q",
                         "-p", "no:cacheprovider", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    return r.returncode, [line for line in r.stdout.splitlines() if "::test_e2e[" in line], r.stdout + r.stderr
+    return r.returncode, [line for line in r.stdout.splitlines() if only in line], r.stdout + r.stderr
 
 
 def test_e2e_suite_parametrizes_models_modes_variants_and_workloads():
@@ -104,6 +104,24 @@ def test_e2e_suite_parametrizes_models_modes_variants_and_workloads():
     assert len(items) == 6 and items[0].endswith("test_e2e[model-default-bf16-ttft_16384]")
     rc, _, out = _collect("--e2e-modes", "bf16,int4")
     assert rc != 0 and "--e2e-modes: unknown int4" in out
+
+
+def test_e2e_shards_split_the_groups_and_keep_each_groups_modes_together():
+    full = []
+    for i in range(3):
+        rc, items, out = _collect("--e2e-set", "quick", "--e2e-shard", f"{i}/3")
+        assert rc == 0, out
+        workloads = {it.rsplit("-", 1)[1].rstrip("]") for it in items}
+        assert len(items) == len(QUICK["modes"]) * len(workloads)  # every mode of each of its workloads
+        full += items
+    assert sorted(full) == sorted(_collect("--e2e-set", "quick")[1])  # the parts add up to the whole, once
+    kernels = [it for it in _collect("--e2e-set", "quick", "--e2e-shard", "0/2", suite="bench", only="::")[1]
+               if "bench/kernels/" in it]
+    assert kernels and not [it for it in _collect("--e2e-set", "quick", "--e2e-shard", "1/2", suite="bench",
+                                                  only="::")[1] if "bench/kernels/" in it]
+    for bad in ("3/3", "1", "a/b", "2/1"):
+        rc, _, out = _collect("--e2e-set", "quick", "--e2e-shard", bad)
+        assert rc != 0 and "--e2e-shard: expected I/N" in out, bad
 
 
 def test_workloads_fit_the_context_and_count_kv_bytes(tmp_path):
