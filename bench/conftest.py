@@ -8,7 +8,7 @@ End-to-end options (bench/e2e/test_bench_e2e.py); comma-separated lists override
   --e2e-variants         serving variants of bench/e2e/engines.py (default, ctx4096, eager, tp2-default, tp4-default)
   --e2e-workloads        names in bench/e2e/workloads.py
   --e2e-shard I/N        run only the I-th of N parts (0-based): the (model, variant, workload) groups
-                         dealt round-robin, every mode of a group in the same part, so each ratio to
+                         cut into N contiguous runs, every mode of a group in the same part, so each ratio to
                          BF16 comes from one GPU; the kernel benchmarks run in part 0 only.
                          One process per GPU, then `python -m bench.report a.json b.json ...` merges.
 """
@@ -45,7 +45,8 @@ def e2e_cases(config) -> list[tuple]:
     models = [None] if path else chosen["models"]
     part, parts = shard(config.getoption("--e2e-shard"))
     groups = [(m, v, w) for m in models for v in chosen["variants"] for w in chosen["workloads"]]
-    mine = set(groups[part::parts])
+    # contiguous runs (not round-robin), so a part starts as few (model, variant) engines as it can
+    mine = set(groups[part * len(groups) // parts:(part + 1) * len(groups) // parts])
     return [(m, path, v, mode, w) for m in models for v in chosen["variants"] for mode in chosen["modes"]
             for w in chosen["workloads"] if (m, v, w) in mine]
 
