@@ -11,6 +11,7 @@ import threading
 import pytest
 
 from bench.mcr import metrics, report, results
+from tests.mcr import mcr_cli
 
 
 def rec(mode, variant, ex, ids, answer, correct, logprobs=None, task="t", device="GPU-A"):
@@ -239,19 +240,10 @@ def test_unknown_variants_and_modes_and_server_limits_are_refused():
         runner.check_variants(["b1", "chunk64", "tp2"], ["heal"], True)
 
 
-def _cli(*args):
-    import subprocess
-    import sys
-
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    return subprocess.run([sys.executable, "-m", "bench.mcr", *args], cwd=root, capture_output=True, text=True,
-                          timeout=120)
-
-
 def test_command_line_errors_name_the_cause_and_keep_results(tmp_path):
     out = str(tmp_path / "run")
     results.write_whole(out, "heal", "all", [rec("heal", "all", 0, [1], "yes", True)])
-    r = _cli("run", "--model-path", "/nonexistent", "--tasks", "medicine,crypto", "--out", out)
+    r = mcr_cli("run", "--model-path", "/nonexistent", "--tasks", "medicine,crypto", "--out", out)
     assert r.returncode == 2
     assert "unknown task or domain 'crypto'" in r.stderr and f"results so far are kept in {out}" in r.stderr
     bad = tmp_path / "u.jsonl"
@@ -259,12 +251,12 @@ def test_command_line_errors_name_the_cause_and_keep_results(tmp_path):
     spec = tmp_path / "u.json"
     spec.write_text(json.dumps({"name": "mine", "path": str(bad), "template": "Q: {q}\nAnswer:",
                                 "choices": ["yes", "no"]}))
-    r = _cli("run", "--model-path", "/x", "--user-task", str(spec), "--tasks", "mine", "--out", out)
+    r = mcr_cli("run", "--model-path", "/x", "--user-task", str(spec), "--tasks", "mine", "--out", out)
     assert r.returncode == 2 and f"{bad}:2: invalid JSON" in r.stderr
-    r = _cli("run", "--model-path", "/x", "--variants", "b1,b7", "--out", out)
+    r = mcr_cli("run", "--model-path", "/x", "--variants", "b1,b7", "--out", out)
     assert r.returncode == 2 and "unknown variant(s) b7" in r.stderr
     assert results.done(out, "heal", "all") == {("t", "0")}  # nothing was lost
-    r = _cli("report", out)
+    r = mcr_cli("report", out)
     assert r.returncode == 0 and "| heal | 1 | all |" in r.stdout
 
 

@@ -9,8 +9,6 @@ import http.server
 import json
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -18,6 +16,7 @@ import pytest
 
 from bench.mcr import metrics, report, results, runner, tasks
 from bench.mcr.server import OpenAIClient, ServerClient, parse_openai
+from tests.mcr import mcr_cli
 
 BF16_INFO = {"quantization": None, "enable_deterministic_inference": False, "dtype": "bfloat16",
              "attention_backend": "triton", "tp_size": 1, "version": "0.5.17"}
@@ -289,30 +288,24 @@ def test_a_server_that_goes_away_mid_run_keeps_the_results_and_the_run_resumes(t
     assert len(results.load(out)) == 5
 
 
-def _cli(*args):
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    return subprocess.run([sys.executable, "-m", "bench.mcr", *args], cwd=root, capture_output=True, text=True,
-                          timeout=120)
-
-
 def test_command_line_against_an_openai_server(tmp_path):
     out = str(tmp_path / "run")
     n = len(tasks.get("finance_fx").examples(2, 0))
     with Fixture() as f:
         args = ["run", "--server", f.url, "--api", "openai", "--tasks", "finance_fx", "--n", "2", "--variants",
                 "b1,all", "--retries", "1", "--out", out]
-        r = _cli(*args, "--modes", "heal")
+        r = mcr_cli(*args, "--modes", "heal")
         assert r.returncode == 2, r.stderr
         assert f"the server at {f.url} was not started for mode heal: it serves quantization=None" in r.stderr
         assert f"results so far are kept in {out}" in r.stderr
-        r = _cli(*args, "--modes", "bf16", "--request-seed", "3")
+        r = mcr_cli(*args, "--modes", "bf16", "--request-seed", "3")
         assert r.returncode == 0, r.stderr
         assert {b["seed"] for p, b in f.srv.requests if p == "/v1/completions"} == {3}
     assert len(results.load(out)) == 2 * n and os.path.exists(os.path.join(out, "report.md"))
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"
-    r = _cli("run", "--server", dead, "--api", "openai", "--tasks", "finance_fx", "--n", "2", "--modes", "bf16",
+    r = mcr_cli("run", "--server", dead, "--api", "openai", "--tasks", "finance_fx", "--n", "2", "--modes", "bf16",
              "--variants", "b1", "--retries", "1", "--out", str(tmp_path / "dead"))
     assert r.returncode == 2
     assert f"the server at {dead} is unreachable" in r.stderr and "2 attempts" in r.stderr
