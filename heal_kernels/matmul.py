@@ -18,8 +18,9 @@ import torch
 import triton
 
 from heal_kernels import configs
-from heal_kernels._kernels.matmul import _heal_matmul_kernel, _shard_sum_kernel, _split_kernel
+from heal_kernels._kernels.matmul import _heal_matmul_kernel, _split_kernel
 from heal_kernels._runtime import arch_key, check_contiguous, check_positive_int, check_shape, check_tensor, out_buffer
+from heal_kernels.reduce import shard_sum
 
 WEIGHT_DTYPES = (torch.bfloat16, torch.float16)
 # A converted weight's channel max lands in [2**14, 2**15), like the activations.
@@ -163,10 +164,6 @@ def heal_matmul(
         EXACT=arch == "interpret", num_warps=tiles.num_warps, num_stages=tiles.num_stages,
     )
     if shard_grid:
-        block = 1024
-        _shard_sum_kernel[(triton.cdiv(m * n, block),)](
-            part, bias if bias is not None else part, out, m * n, n, m * n,
-            SHARDS=k_shards, HAS_BIAS=bias is not None, BLOCK=block, num_warps=4,
-        )
+        shard_sum(part, bias, out)
     return out
 

@@ -21,8 +21,6 @@ def tree_sum(parts) -> torch.Tensor:
 def tree_sum_stacked(parts: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """tree_sum(parts.unbind(0)) + bias in one kernel: the bits of the torch tree, one launch
     instead of len - 1 adds (TP's gathered partials: parts [S, M, N] float32, S in 1, 2, 4, 8)."""
-    from heal_kernels._kernels.matmul import _shard_sum_kernel
-
     check_tensor("parts", parts, dtypes=(torch.float32,), ndim=3)
     s, m, n = parts.shape
     if s not in (1, 2, 4, 8):
@@ -34,12 +32,19 @@ def tree_sum_stacked(parts: torch.Tensor, bias: torch.Tensor | None = None) -> t
             raise ValueError(f"bias has {bias.shape[0]} elements for partials of width {n}")
     if s == 1:
         return parts[0] if bias is None else parts[0] + bias
-    parts = parts.contiguous()
     out = torch.empty((m, n), dtype=torch.float32, device=parts.device)
+    shard_sum(parts.contiguous(), bias, out)
+    return out
+
+
+def shard_sum(parts: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor) -> None:
+    """out[M, N] = tree_sum(parts) + bias for contiguous float32 parts [S, M, N], S in 2, 4, 8 (no checks)."""
+    from heal_kernels._kernels.matmul import _shard_sum_kernel
+
+    s, m, n = parts.shape
     if m * n:
         block = 1024
         _shard_sum_kernel[(triton.cdiv(m * n, block),)](
             parts, bias if bias is not None else parts, out, m * n, n, m * n,
             SHARDS=s, HAS_BIAS=bias is not None, BLOCK=block, num_warps=4,
         )
-    return out
