@@ -28,12 +28,13 @@ _INDEX_DTYPES = (torch.int32, torch.int64)
 
 def _launch_opts(arch: str, path: str, launch: configs.AttentionLaunch | None) -> dict:
     if arch == "interpret":
-        return {"EXACT": True} if path != "merge" else {}
+        return {"EXACT": True, "PREFETCH": bool(launch and launch.prefetch)} if path != "merge" else {}
     launch = launch or configs.attention_launch(arch, path)
     # enable_fp_fusion=False: every fp32 expression is evaluated as written, in every kernel that shares it.
     opts = {"enable_fp_fusion": False, "num_warps": launch.num_warps, "num_stages": launch.num_stages}
     if path != "merge":
         opts["EXACT"] = False
+        opts["PREFETCH"] = launch.prefetch
     return opts
 
 
@@ -174,9 +175,9 @@ def attention_decode(
     max_seq_len = _check_batch(cache, kv_indptr, kv_indices, None, "max_seq_len", max_seq_len, n_seqs)
     arch = arch_key(q.device)
     numerics = numerics or configs.attention_numerics(arch)
-    dl = launch or configs.attention_launch(arch, "decode")
+    dl = launch or configs.attention_decode_launch(arch, n_seqs, hk, d)
     target = dl.programs or 1
-    d_parts = dl.d_parts or configs.attention_d_parts(arch, n_seqs, hk, d)
+    d_parts = dl.d_parts or configs.attention_decode_launch(arch, n_seqs, hk, d).d_parts
     if d_parts not in (1, 2, 4, 8) or d % d_parts or d // d_parts < 16:
         raise ValueError(f"launch.d_parts={d_parts}: must be 1, 2, 4 or 8 and leave >= 16 of head_dim {d} per part")
     n_splits = max(1, triton.cdiv(max_seq_len, numerics.split_tokens))
@@ -197,7 +198,7 @@ def attention_decode(
         pm.stride(0), pm.stride(1), pm.stride(2),
         GROUP=group, HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=numerics.kv_block, SPLIT=numerics.split_tokens,
         DECODE=True, HAS_WINDOW=sliding_window >= 0, HAS_CAP=logit_cap > 0, D_PARTS=d_parts,
-        **_launch_opts(arch, "decode", launch),
+        **_launch_opts(arch, "decode", dl),
     )
     hpp = min(8, hq & -hq)  # a power of two dividing hq
     _merge_kernel[(n_seqs, hq // hpp)](

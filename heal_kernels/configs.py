@@ -57,7 +57,8 @@ class AttentionLaunch:
     num_stages: int
     rows: int = 0  # extend: (token x q head) rows per program
     programs: int = 0  # decode: target programs per launch; each loops over splits programs apart
-    d_parts: int = 0  # decode: programs sharing one split's P.V columns (0: by batch, attention_d_parts)
+    d_parts: int = 0  # decode: programs sharing one split's P.V columns (0: by batch, attention_decode_launch)
+    prefetch: bool = False  # load the next KV block before computing this one (more registers, loads overlap)
 
 
 @dataclass(frozen=True)
@@ -98,14 +99,37 @@ _INTERPRET_TILES: tuple[tuple[int, int, MatmulTiles], ...] = (
 # 64 (fewer registers spilled), extend unchanged.  256-token splits.
 _ATTN_NUMERICS = AttentionNumerics(kv_block=32, split_tokens=256)
 
-# Launch options by path, from the H100 (bench/kernels/probe_attention.py): decode at B16 x 8k
-# is 5.4x faster with one warp than with four.  Decode programs: one per (split, sequence, kv
-# head) up to `programs`, beyond which a program takes every programs-th split of its sequence.
+# Launch options by path, from the H100 (bench/kernels/probe_attention.py).  Decode programs: one per
+# (split, sequence, kv head, V-column part) up to `programs`, beyond which a program takes every
+# programs-th split of its sequence.  The decode entry here is the default for callers that pass
+# d_parts=0; attention_decode_launch picks by batch.
 _ATTN_LAUNCH = {
     "extend": AttentionLaunch(num_warps=4, num_stages=1, rows=64),
     "decode": AttentionLaunch(num_warps=1, num_stages=1, programs=2048),
     "merge": AttentionLaunch(num_warps=4, num_stages=1),
 }
+
+# Decode launch by the (sequence, kv head) pairs of the batch: the first entry with pairs <= max_pairs.
+# A decode program runs its split's 32-token blocks one after another, so at small batch (8 kv
+# heads, 1 split at 128 tokens: 8 programs) most of the GPU idles and each block's loads wait.
+# Three launch choices, none of which changes a bit (tests/kernels/test_attention.py::
+# test_launch_choices_do_not_change_bits): d_parts programs share a split's P.V columns (each
+# recomputes the scores, exact int8 MMAs); warps; and prefetch, which loads the next block's K/V
+# before this block's work (more registers: it spills with one warp).  H100, kernel + merge, bound
+# 131072 (CUDA graphs), us, (warps, d_parts, prefetch) -- `python -m bench.kernels.probe_attention
+# --decode-launch`, docs/results/2026-11-26-h100-probe-decode-launch.txt:
+#   B1 x 128 / 1024 / 8192:  (1, 2, no) 34.5 / 55.2 / 71.6;  (4, 2, yes) 19.4 / 34.6 / 76.8;
+#                            (4, 4, yes) 18.6 / 30.4 / 120.1
+#   B8 x 1024: (1, 2, no) 59.6, (4, 2, yes) 65.4;  B16 x 4096: (1, 1, no) 226.8, (1, 2, no) 257.2,
+#   (4, 1, yes) 427.7;  B64 x 1024: (1, 1, no) 217.4.
+# Chosen from the batch only, never from the lengths (fixed when a CUDA graph is captured).
+_DECODE_LAUNCH: tuple[tuple[int, AttentionLaunch], ...] = (
+    (8, AttentionLaunch(num_warps=4, num_stages=1, programs=2048, d_parts=2, prefetch=True)),
+    (64, AttentionLaunch(num_warps=1, num_stages=1, programs=2048, d_parts=2)),
+    (1 << 62, AttentionLaunch(num_warps=1, num_stages=1, programs=2048, d_parts=1)),
+)
+# Batch sizes (with 8 kv heads) that select every entry of _DECODE_LAUNCH, for the tests.
+DECODE_LAUNCH_PROBES = (1, 2, 8, 9)
 
 
 def attention_numerics(arch: str) -> AttentionNumerics:
@@ -119,22 +143,15 @@ def attention_launch(arch: str, path: str) -> AttentionLaunch:
     return _ATTN_LAUNCH[path]
 
 
-def attention_d_parts(arch: str, n_seqs: int, kv_heads: int, head_dim: int) -> int:
-    """Decode programs per (split, sequence, kv head), each doing P.V for head_dim / parts columns.
-
-    A decode program runs one warp through its split's blocks one after another; at batch 1
-    (8 kv heads, 1 split at 128 tokens: 8 programs) most of the GPU idles and P.V is half the
-    time (H200: 35.7 us of which 15 P.V).  Splitting V's columns over programs recomputes the
-    scores (exact int8 MMAs) but shares P.V.  Chosen from the batch only, never from the
-    lengths (fixed when a CUDA graph is captured); it never changes a bit.  H200, kernel +
-    merge, bound 131072, us for 1 | 2 | 4 parts: B1 x 128: 44.3 | 33.9 | 30.4; B1 x 8192:
-    94.2 | 71.4 | 104.3; B8 x 1024: 80.6 | 58.9 | 93.5; four parts lose once there are splits.
-    """
+def attention_decode_launch(arch: str, n_seqs: int, kv_heads: int, head_dim: int) -> AttentionLaunch:
+    """The decode launch for a batch: warps, V-column programs (d_parts) and K/V prefetch."""
     del arch
-    parts = 2 if n_seqs * kv_heads <= 64 else 1
+    pairs = n_seqs * kv_heads
+    launch = next(lc for max_pairs, lc in _DECODE_LAUNCH if pairs <= max_pairs)
+    parts = launch.d_parts
     while parts > 1 and head_dim // parts < 16:  # an MMA tile is at least 16 columns wide
         parts //= 2
-    return parts
+    return dataclasses.replace(launch, d_parts=parts)
 
 
 def matmul_numerics(arch: str, w_dtype: torch.dtype, n: int, k: int) -> MatmulNumerics:

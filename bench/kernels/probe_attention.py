@@ -1,6 +1,6 @@
 """GPU probe of HEAL attention: time by launch options (warps, stages, rows) and KV block size; accuracy.
 
-    python -m bench.kernels.probe_attention [--accuracy | --blocks | --extend-rows | --decode-shapes]
+    python -m bench.kernels.probe_attention [--accuracy | --blocks | --extend-rows | --decode-shapes | --decode-launch]
 """
 
 from __future__ import annotations
@@ -161,8 +161,23 @@ def decode_shapes():
                lambda st: {"numerics": num, **_launch("extend", *st)}, reps=2)
 
 
+def decode_launch():
+    """Decode by batch x context at a 131072-token bound (CUDA graphs): warps x V-column programs x K/V
+    prefetch (launch choices: the bits must not move), and extend 4k by warps x prefetch."""
+    for bs, ctx in ((1, 128), (1, 1024), (1, 8192), (4, 2048), (8, 1024), (16, 4096), (64, 1024)):
+        dec, nbytes = decode_case(bs, ctx)
+        _sweep(f"decode B{bs} ctx{ctx} warps/d_parts/prefetch", dec,
+               itertools.product((1, 2, 4), (1, 2, 4), (False, True)),
+               lambda st: {"max_seq_len": 131072, **_launch("decode", st[0], 1, d_parts=st[1], prefetch=st[2])},
+               nbytes=nbytes)
+    _sweep("extend 4k warps/rows/prefetch", extend_case(), itertools.product((4, 8), (64, 128), (False, True)),
+           lambda st: _launch("extend", st[0], 1, rows=st[1], prefetch=st[2]), reps=2)
+
+
 def main():
-    if "--extend-rows" in sys.argv:
+    if "--decode-launch" in sys.argv:
+        decode_launch()
+    elif "--extend-rows" in sys.argv:
         extend_rows()
     elif "--accuracy" in sys.argv:
         accuracy()

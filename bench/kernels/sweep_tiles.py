@@ -3,10 +3,12 @@
 Prints, per shape and M, the fastest tiles (CUDA-graph replay median) and checks
 that every tile gives the same bits.  Used to fill configs._GPU_TILES.
 
-    python -m bench.kernels.sweep_tiles        (GPU machine)
+    python -m bench.kernels.sweep_tiles [--small-m]       (GPU machine)
 """
 
 from __future__ import annotations
+
+import sys
 
 import torch
 import triton.testing
@@ -34,7 +36,43 @@ def us(fn, reps):
     return triton.testing.do_bench(g.replay, warmup=10, rep=60, return_mode="median") * 1e3 / reps
 
 
+SMALL_M = [T(16, bn, nw, st, k_unroll=u) for bn in (32, 64) for nw in (2, 4) for st in (4, 6) for u in (1, 2, 4)]
+
+
+def small_m():
+    """Decode-sized M (1 and 16) with the K shards each layer runs with (row-parallel: HEAL_ROW_SHARDS=2)."""
+    torch.manual_seed(0)
+    for name, n, k in LLAMA3_8B_LINEARS:
+        shards = 2 if name in ("o_proj", "down_proj") else 1
+        w = (torch.randn(n, k, device="cuda") * 0.02).bfloat16()
+        hw, wh = prepare_weight(w), w.half()
+        for m in (1, 16):
+            x = torch.randn(m, k, device="cuda")
+            xh = x.half()
+            base = us(lambda: xh @ wh.T, 20)
+            shipped = configs.matmul_tiles("sm90", m, n, k_shards=shards, shard_grid=True)
+            cands = [shipped] + [t for t in SMALL_M if t != shipped]
+            res, first, same = [], None, True
+            for t in cands:
+                try:
+                    out = heal_matmul(x, hw, tiles=t, k_shards=shards)
+                    res.append((us(lambda: heal_matmul(x, hw, tiles=t, k_shards=shards), 20), t))
+                except Exception as e:  # noqa: BLE001 - tiles over the shared-memory limit are skipped
+                    print(f"  skip {t}: {str(e)[:50]}")
+                    continue
+                first = out if first is None else first
+                same &= torch.equal(out, first)
+            best = sorted(res, key=lambda r: r[0])
+            top = ", ".join(f"{u:.1f}us {t.block_m}x{t.block_n}w{t.num_warps}s{t.num_stages}u{t.k_unroll}"
+                            for u, t in best[:4])
+            print(f"{name} M{m} shards {shards}: fp16 {base:.1f}us | shipped {res[0][0]:.1f}us | best {top} | "
+                  f"bitwise {same}", flush=True)
+
+
 def main():
+    if "--small-m" in sys.argv:
+        small_m()
+        return
     torch.manual_seed(0)
     for name, n, k in LLAMA3_8B_LINEARS[:4]:
         w = (torch.randn(n, k, device="cuda") * 0.02).bfloat16()

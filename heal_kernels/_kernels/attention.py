@@ -52,28 +52,32 @@ def _fold(M, L, ACC, m, ls, acc):
 
 
 @triton.jit
+def _load_kv(b0, seq_len, limit, slots, kc_ptr, ks_ptr, vc_ptr, vs_ptr, kvh, stride_cs, stride_ch, stride_ss, d0,
+             HEAD_DIM: tl.constexpr, DV: tl.constexpr, BLOCK_N: tl.constexpr):
+    """K [BLOCK_N, HEAD_DIM], V's columns [d0, d0 + DV), and their scales for the block at b0 (0 past `limit`)."""
+    ok = (b0 + tl.arange(0, BLOCK_N)) < limit
+    d = tl.arange(0, HEAD_DIM)
+    k = tl.load(kc_ptr + slots[:, None] * stride_cs + kvh * stride_ch + d[None, :], mask=ok[:, None], other=0)
+    dv = d0 + tl.arange(0, DV)
+    v = tl.load(vc_ptr + slots[:, None] * stride_cs + kvh * stride_ch + dv[None, :], mask=ok[:, None], other=0)
+    sk = tl.load(ks_ptr + slots * stride_ss + kvh, mask=ok, other=0.0)
+    sv = tl.load(vs_ptr + slots * stride_ss + kvh, mask=ok, other=0.0)
+    return k, v, sk, sv
+
+
+@triton.jit
 def _block(
-    m_i, l_i, acc, qh, ql, qs, pos_q, row_ok, b0, seq_len, slots,
-    kc_ptr, ks_ptr, vc_ptr, vs_ptr, kvh, stride_cs, stride_ch, stride_ss,
-    window, cap, ones, d0,
-    HEAD_DIM: tl.constexpr, DV: tl.constexpr, BLOCK_N: tl.constexpr, HAS_WINDOW: tl.constexpr,
-    HAS_CAP: tl.constexpr, EXACT: tl.constexpr,
+    m_i, l_i, acc, qh, ql, qs, pos_q, row_ok, b0, seq_len, k, v, sk, sv, window, cap, ones,
+    BLOCK_N: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_CAP: tl.constexpr, EXACT: tl.constexpr,
 ):
     """One KV block [b0, b0 + BLOCK_N) of one sequence into the online-softmax state (log2 domain).
 
-    ``slots`` are the block's cache slots (loaded by the caller one block ahead); K, V and
-    their scales are all loaded before the first use, so the four loads are in flight together.
-    Scores use all HEAD_DIM columns of K; P.V only V's columns [d0, d0 + DV) (acc is [rows, DV]):
-    each output column's MMA sums the same products whichever columns share the tile.
+    K, V and their scales come from _load_kv (zero past the sequence's end).  Scores use all
+    HEAD_DIM columns of K; P.V only the DV columns of V it was given (acc is [rows, DV]): each
+    output column's MMA sums the same products whichever columns share the tile.
     """
     pos_k = b0 + tl.arange(0, BLOCK_N)
     in_seq = pos_k < seq_len
-    d = tl.arange(0, HEAD_DIM)
-    k = tl.load(kc_ptr + slots[:, None] * stride_cs + kvh * stride_ch + d[None, :], mask=in_seq[:, None], other=0)
-    dv = d0 + tl.arange(0, DV)
-    v = tl.load(vc_ptr + slots[:, None] * stride_cs + kvh * stride_ch + dv[None, :], mask=in_seq[:, None], other=0)
-    sk = tl.load(ks_ptr + slots * stride_ss + kvh, mask=in_seq, other=0.0)
-    sv = tl.load(vs_ptr + slots * stride_ss + kvh, mask=in_seq, other=0.0)
     kh, kl = _split16(k.to(tl.int32))
     s_int = _qk_int(qh, ql, tl.trans(kh.to(tl.int8)), tl.trans(kl.to(tl.int8)))
     s = s_int.to(tl.float32) * qs[:, None] * sk[None, :]
@@ -116,7 +120,7 @@ def _attn_kernel(
     stride_pb, stride_ph, stride_ps,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     SPLIT: tl.constexpr, DECODE: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_CAP: tl.constexpr,
-    EXACT: tl.constexpr, D_PARTS: tl.constexpr = 1,
+    EXACT: tl.constexpr, D_PARTS: tl.constexpr = 1, PREFETCH: tl.constexpr = False,
 ):
     """Rows of a program: (token, q head of the kv head's group), token-major.
 
@@ -184,16 +188,27 @@ def _attn_kernel(
         b_end = tl.minimum((s + 1) * SPLIT, end)
         pos_n = s * SPLIT + tl.arange(0, BLOCK_N)
         slots = tl.load(idx_ptr + kv_base + pos_n, mask=pos_n < seq_len, other=0).to(tl.int64)
+        if PREFETCH:
+            k, v, sk, sv = _load_kv(s * SPLIT, seq_len, seq_len, slots, kc_ptr, ks_ptr, vc_ptr, vs_ptr, kvh,
+                                    stride_cs, stride_ch, stride_ss, d0, HEAD_DIM, DV, BLOCK_N)
         for b0 in range(s * SPLIT, b_end, BLOCK_N):
-            # the next block's slots are fetched before this block's work
+            # the next block's slots (and with PREFETCH its K and V) are fetched before this block's work
             pos_n = b0 + BLOCK_N + tl.arange(0, BLOCK_N)
             slots_next = tl.load(idx_ptr + kv_base + pos_n, mask=pos_n < seq_len, other=0).to(tl.int64)
+            if PREFETCH:
+                k_next, v_next, sk_next, sv_next = _load_kv(
+                    b0 + BLOCK_N, seq_len, tl.minimum(b_end, seq_len), slots_next, kc_ptr, ks_ptr, vc_ptr, vs_ptr,
+                    kvh, stride_cs, stride_ch, stride_ss, d0, HEAD_DIM, DV, BLOCK_N)
+            else:
+                k, v, sk, sv = _load_kv(b0, seq_len, seq_len, slots, kc_ptr, ks_ptr, vc_ptr, vs_ptr, kvh,
+                                        stride_cs, stride_ch, stride_ss, d0, HEAD_DIM, DV, BLOCK_N)
             m_i, l_i, acc = _block(
-                m_i, l_i, acc, qh, ql, qs, pos_q, row_ok, b0, seq_len, slots,
-                kc_ptr, ks_ptr, vc_ptr, vs_ptr, kvh, stride_cs, stride_ch, stride_ss,
-                window, cap, ones, d0, HEAD_DIM, DV, BLOCK_N, HAS_WINDOW, HAS_CAP, EXACT,
+                m_i, l_i, acc, qh, ql, qs, pos_q, row_ok, b0, seq_len, k, v, sk, sv,
+                window, cap, ones, BLOCK_N, HAS_WINDOW, HAS_CAP, EXACT,
             )
             slots = slots_next
+            if PREFETCH:
+                k, v, sk, sv = k_next, v_next, sk_next, sv_next
         if DECODE:
             part = b * stride_pb + head * stride_ph + s * stride_ps
             tl.store(pm_ptr + part, m_i, mask=row_ok & (d0 == 0))

@@ -123,10 +123,12 @@ def test_decode_equals_extend_bitwise(device):
 
 
 @pytest.mark.parametrize("window,cap", [(-1, 0.0), (-1, 20.0)], ids=["plain", "cap"])
-def test_decode_column_parts_do_not_change_bits(device, window, cap):
-    """Decode spreads V's columns over 1, 2, 4 or 8 programs by batch size (a launch choice):
-    every count gives the bits of one program doing all columns, and of the extend path."""
+def test_launch_choices_do_not_change_bits(device, window, cap):
+    """How a path is cut into programs is a launch choice: V's columns over 1-8 decode programs,
+    1-4 warps, K/V prefetched one block ahead or not, extend rows and warps.  Every choice, and
+    every launch the shipped policy picks, gives the bits of the default extend path."""
     import dataclasses
+    import itertools
 
     from heal_kernels import configs
 
@@ -134,12 +136,22 @@ def test_decode_column_parts_do_not_change_bits(device, window, cap):
     b = Batch(lens, 8, 2, 128, device, seed=9)
     kw = dict(sliding_window=window, logit_cap=cap)
     full = b.extend([0, 1], [0, 0], lens, **kw)
-    base = configs.attention_launch("sm90", "decode")
     ends = torch.tensor(lens).cumsum(0) - 1
-    for parts in (1, 2, 4, 8):
-        launch = dataclasses.replace(base, d_parts=parts)
+    base = configs.attention_launch("sm90", "decode")
+    launches = [configs.attention_decode_launch("sm90", n, 8, 128) for n in configs.DECODE_LAUNCH_PROBES]
+    launches += [dataclasses.replace(base, d_parts=p) for p in (1, 2, 4, 8)]
+    if cap == 0.0:  # every compiled variant costs seconds on the GPU: the other launch choices once
+        warps = (2, 4) if ON_GPU else (1,)
+        launches += [dataclasses.replace(base, d_parts=p, num_warps=w, prefetch=f)
+                     for p, w, f in itertools.product((1, 2), warps, (False, True))]
+    for launch in launches:
         dec = b.decode([0, 1], [n - 1 for n in lens], out=poisoned((2, 8, 128), device), launch=launch, **kw)
-        assert torch.equal(dec, full[ends.to(device)]), f"d_parts={parts}"
+        assert torch.equal(dec, full[ends.to(device)]), f"{launch}"
+    ext_base = configs.attention_launch("sm90", "extend")
+    if cap == 0.0:
+        for rows, w, f in ((128, 8, False), (64, 4, True)):
+            launch = dataclasses.replace(ext_base, rows=rows, num_warps=w, prefetch=f)
+            assert torch.equal(b.extend([0, 1], [0, 0], lens, launch=launch, **kw), full), f"{launch}"
     with pytest.raises(ValueError, match="d_parts"):
         b.decode([0], [5], launch=dataclasses.replace(base, d_parts=3))
 
