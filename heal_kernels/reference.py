@@ -125,10 +125,15 @@ def attention_ref(q, k, v, q_pos, *, sm_scale, sliding_window=-1, logit_cap=0.0,
 def quantize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Reference quantization in torch (same arithmetic as the kernels): x [..., D] -> (int16, fp32 scale)."""
     x = x.float()
-    amax = x.abs().amax(dim=-1)
+    finite = x.abs() < float("inf")
+    bad, has_nan = ~finite.all(dim=-1), x.isnan().any(dim=-1)
+    amax = torch.where(finite, x.abs(), 0.0).amax(dim=-1)
     # tensor / tensor: on CUDA, torch divides by a Python scalar through its reciprocal
     scale = torch.where(amax > 0, amax / torch.full_like(amax, QMAX), torch.ones_like(amax))
     q = torch.floor(x / scale[..., None] + 0.5).clamp(-QMAX, QMAX)
+    # a row holding NaN or Inf: q = 0, scale NaN (NaN) or +Inf (Inf only), as the kernels store it
+    q = torch.where(bad[..., None], 0.0, q)
+    scale = torch.where(bad, torch.where(has_nan, float("nan"), float("inf")), scale)
     return q.to(torch.int16), scale
 
 

@@ -13,6 +13,7 @@ the FP32 side.
 INT16 quantization of a row r (_quantize_rows; the KV store and attention's Q):
 
     s = max|r| / QMAX (1 for an all-zero row),  q = round_half_up(r / s) clamped to +-QMAX
+    (a row holding NaN or Inf: q = 0, s = NaN or +Inf)
 
 QMAX = 32639 = 127 * 256 + 127, so q = hi * 256 + lo splits into two int8 parts (_split16).
 """
@@ -79,9 +80,20 @@ def _split16(x):
 
 @triton.jit
 def _quantize_rows(x):
-    """x [R, D] fp32 -> (q [R, D] int32 in [-QMAX, QMAX], scale [R] fp32)."""
-    amax = tl.max(tl.abs(x), axis=1)
+    """x [R, D] fp32 -> (q [R, D] int32 in [-QMAX, QMAX], scale [R] fp32).
+
+    A row holding NaN or +-Inf is stored as q = 0 with scale NaN (NaN in the row) or +Inf (Inf
+    only), so every score or value read from it is non-finite, as in FP32 attention; a NaN must
+    not vanish into a finite scale (tl.max drops NaN) or an Inf be clamped to a finite step.
+    """
+    ax = tl.abs(x)
+    finite = ax < float("inf")  # False for NaN too
+    bad = tl.max(tl.where(finite, 0, 1), axis=1) > 0
+    has_nan = tl.max(tl.where(x != x, 1, 0), axis=1) > 0
+    amax = tl.max(tl.where(finite, ax, 0.0), axis=1)
     scale = tl.where(amax > 0.0, tl.div_rn(amax, QMAX_F32), 1.0)
     q = tl.floor(tl.div_rn(x, scale[:, None]) + 0.5)
     q = tl.minimum(tl.maximum(q, -QMAX_F32), QMAX_F32)
+    q = tl.where(bad[:, None], 0.0, q)
+    scale = tl.where(bad, tl.where(has_nan, float("nan"), float("inf")), scale)
     return q.to(tl.int32), scale
