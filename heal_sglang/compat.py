@@ -79,6 +79,8 @@ TARGETS: tuple[Target, ...] = (
            ("probs", "min_ps", "need_min_p_sampling", "sampling_seed")),
     Target("sglang.srt.sampling.sampling_batch_info.SamplingBatchInfo.sampling_seed", "seeded sampling"),
     Target("sglang.srt.layers.sampler.multinomial_with_seed", "seeded sampling"),
+    # returned logprobs from log_softmax whatever the batch holds (heal_sglang.sampling.logprobs_by_log_softmax)
+    Target("sglang.srt.layers.sampler.Sampler.__init__", _HOOKS),
     # 0.5.23: server arguments resolve in resolve_once(), through named steps plugins may wrap;
     # the record keeps the raw input and the resolved values are declarations over it
     Target("sglang.srt.server_args.ServerArgs.resolve_once", "resolution entry point", versions=_0523),

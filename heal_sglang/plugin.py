@@ -208,6 +208,7 @@ def _hooks():
         ("sglang.srt.sampling.sampling_batch_info.SamplingBatchInfo.adjusted_from_schedule_batch", _seeds_hook,
          HookType.AFTER),
         ("sglang.srt.layers.sampler.top_k_top_p_min_p_sampling_from_probs_torch", _min_p_hook, HookType.AROUND),
+        ("sglang.srt.layers.sampler.Sampler.__init__", _logprob_hook, HookType.AFTER),
     ]
 
 
@@ -221,6 +222,12 @@ def _seeds_hook(result, *a, **k):
     from heal_sglang.sampling import fill_seeds
 
     return fill_seeds(result, *a, **k)
+
+
+def _logprob_hook(result, *a, **k):
+    from heal_sglang.sampling import logprobs_by_log_softmax
+
+    return logprobs_by_log_softmax(result, *a, **k)
 
 
 def _min_p_hook(orig, *a, **k):

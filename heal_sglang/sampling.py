@@ -17,7 +17,13 @@ the sampler alone:
   draw from the global generator and SGLang refuses a seed there;
 - ``min_p_then_seeded`` (around ``top_k_top_p_min_p_sampling_from_probs_torch``) applies min-p
   before SGLang's top-k/top-p filter, where SGLang asserts that no seed is set: the kept set is
-  the same (the min-p threshold is the largest probability times min_p, in either order).
+  the same (the min-p threshold is the largest probability times min_p, in either order);
+- ``logprobs_by_log_softmax`` (after ``Sampler.__init__``): SGLang returns a greedy request's
+  logprobs as ``log_softmax(logits)`` when every request of the batch is greedy and as
+  ``log(softmax(logits / 1))`` when a sampled request shares the batch, and the two differ in the
+  last bits, so a greedy request's logprobs changed with its neighbours (found by the stress
+  test: every greedy + logprob request batched with a sampled one).  SGLang's deterministic mode
+  takes ``log_softmax(logits / T)`` in both branches; heal sets that flag on the sampler alone.
 """
 
 from __future__ import annotations
@@ -54,6 +60,22 @@ def fill_seeds(result, info, batch, *a, **k):
 
         seeds = torch.tensor([seed_of(r) for r in batch.reqs], dtype=torch.int64)
         info.sampling_seed = seeds.to(info.device, non_blocking=True)
+    return result
+
+
+def logprobs_by_log_softmax(result, sampler, *a, **k):
+    """AFTER ``Sampler.__init__``: in a heal process, returned logprobs come from log_softmax in every
+    batch (the sampler's ``enable_deterministic`` selects only that, the RL on-policy path, which
+    needs ``rl_on_policy_target`` too, and on 0.5.23 torch's softmax for the probabilities)."""
+    from heal_sglang import state
+
+    if state.mode() == state.HEAL:
+        if not hasattr(sampler, "enable_deterministic"):
+            from heal_sglang.compat import CompatError, sglang_version
+
+            raise CompatError(f"SGLang {sglang_version()}'s Sampler has no enable_deterministic attribute; "
+                              "heal cannot make returned logprobs independent of the batch")
+        sampler.enable_deterministic = True
     return result
 
 

@@ -37,6 +37,7 @@ if every scenario passed.
 from __future__ import annotations
 
 import argparse
+import collections
 import concurrent.futures as cf
 import contextlib
 import dataclasses
@@ -243,6 +244,9 @@ def summarize(name: str, outcomes: list[dict], healthy: bool, pool_before: dict 
         "errors": sum(o["status"] == "error" for o in outcomes),
         "compared": len(compared),
         "identical": sum(bool(o.get("identical")) for o in compared),
+        # which request kinds (greedy/seeded, +logprob) and which field differed, for a failed row
+        "differing": dict(collections.Counter(f"{o.get('kind', '?')}: {o.get('differs')}"
+                                              for o in compared if not o.get("identical"))),
         "uncomparable": sum(not o.get("compared") for o in done),  # completed, but no reference (a late cancel)
         "partial_compared": len(partial),  # cancelled streams whose output so far is a reference's prefix
         "partial_identical": sum(bool(o["partial_identical"]) for o in partial),
@@ -288,6 +292,8 @@ def markdown(rows: list[dict]) -> str:
             notes.append(f"disconnected {r['disconnected']}, aborted {r['aborted_by_endpoint']}")
         if "duration_s" in r:
             notes.append(f"{r['duration_s']:.0f} s of load")
+        if r.get("differing"):
+            notes.append("differing: " + ", ".join(f"{k} x{n}" for k, n in sorted(r["differing"].items())))
         lines.append(f"| {r['scenario']} | {r['served']} | {r['completed']} | {r['cancelled']} | {r['failed']} | "
                      f"{r['identical']}/{r['compared']} | {f(r['p50_s'])} | {f(r['p99_s'])} | "
                      f"{'yes' if r['healthy'] else 'NO'} | {pool(r['pool_before'])} | {pool(r['pool_after'])} | "
@@ -567,7 +573,8 @@ def references(server: Server, specs: list[Spec], timeout: float) -> dict:
 
 
 def _outcome(spec: Spec, intent: str, r: dict, refs: dict, stream: bool) -> dict:
-    o = {"key": spec.key, "intent": intent, "stream": stream, "status": r["status"], "latency_s": r["latency_s"],
+    o = {"key": spec.key, "kind": spec.sampling + ("+logprob" if spec.logprob else ""), "intent": intent,
+         "stream": stream, "status": r["status"], "latency_s": r["latency_s"],
          "chunks": r["chunks"], "http": r["http"], "error": r["error"], "compared": False, "identical": False}
     if r["status"] == "completed" and spec.key in refs:
         same, what, at = compare(refs[spec.key], record(r["out"]))

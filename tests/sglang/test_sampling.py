@@ -172,3 +172,33 @@ def test_another_sampling_backend_is_refused(plugin, tiny_model):
     sa = resolved_server_args(model_path=tiny_model, device="cuda", quantization="layercast",
                               attention_backend="triton", sampling_backend="flashinfer")
     assert sa.sampling_backend == "flashinfer"
+
+
+def _sampler_run(tmp_path, model, mode):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from tests.sglang import _sampler_worker
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / f"{mode}.pt"
+    mp.start_processes(_sampler_worker.run, args=(port, mode, model, str(out)), nprocs=1, join=True,
+                       start_method="spawn")
+    return torch.load(out, weights_only=False)
+
+
+def test_greedy_logprobs_do_not_depend_on_sampled_neighbours(draws, tmp_path, tiny_model):
+    """SGLang's real Sampler: a greedy row's returned logprob and top logprobs, in an all-greedy batch
+    and beside a sampled row.  Stock SGLang gives other bits (log_softmax vs log(softmax)); heal the same."""
+    stock = _sampler_run(tmp_path, tiny_model, "stock")
+    heal = _sampler_run(tmp_path, tiny_model, "heal")
+    for r in (stock, heal):  # the greedy rows pick the same tokens either way
+        assert r["alone"][0].tolist() == r["mixed"][0][[0, 2]].tolist()
+    assert not (torch.equal(stock["alone"][1], stock["mixed"][1][[0, 2]])
+                and stock["alone"][2] == [stock["mixed"][2][0], stock["mixed"][2][2]]), \
+        "stock SGLang gave the same bits: this test would check nothing"
+    assert torch.equal(heal["alone"][1], heal["mixed"][1][[0, 2]])
+    assert heal["alone"][2] == [heal["mixed"][2][0], heal["mixed"][2][2]]
