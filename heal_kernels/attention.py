@@ -98,6 +98,38 @@ def _check_batch(cache, kv_indptr, kv_indices, qo_indptr, limit_name, limit, n_t
     return longest if limit is None else limit
 
 
+def validate_batch(
+    cache: Int16KV,
+    kv_indptr: torch.Tensor,
+    kv_indices: torch.Tensor,
+    *,
+    n_tokens: int,
+    qo_indptr: torch.Tensor | None = None,
+    max_len: int | None = None,
+) -> int:
+    """The index checks attention_extend (qo_indptr given) or attention_decode run before a launch.
+
+    They cost a few host syncs per call.  A caller that launches every layer over the same index
+    tensors (a serving engine: one batch, many layers) runs them here once per batch and passes
+    ``validate=False`` to each launch.  Returns the longest extend (or kv) length, or ``max_len``.
+    """
+    check_cache(cache)
+    check_tensor("kv_indptr", kv_indptr, dtypes=_INDEX_DTYPES, ndim=1, device=cache.k.device)
+    check_tensor("kv_indices", kv_indices, dtypes=_INDEX_DTYPES, ndim=1, device=cache.k.device)
+    if qo_indptr is not None:
+        check_tensor("qo_indptr", qo_indptr, dtypes=_INDEX_DTYPES, ndim=1, device=cache.k.device)
+    name = "max_extend_len" if qo_indptr is not None else "max_seq_len"
+    return _check_batch(cache, kv_indptr, kv_indices, qo_indptr, name, max_len, n_tokens)
+
+
+def _limit(validate, cache, kv_indptr, kv_indices, qo_indptr, limit_name, limit, n_tokens):
+    if validate:
+        return _check_batch(cache, kv_indptr, kv_indices, qo_indptr, limit_name, limit, n_tokens)
+    if not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"validate=False needs {limit_name} (a positive int, from validate_batch), got {limit!r}")
+    return limit
+
+
 def attention_extend(
     q: torch.Tensor,
     cache: Int16KV,
@@ -112,12 +144,15 @@ def attention_extend(
     out: torch.Tensor | None = None,
     numerics: configs.AttentionNumerics | None = None,
     launch: configs.AttentionLaunch | None = None,
+    validate: bool = True,
 ) -> torch.Tensor:
     """Causal attention of the new tokens q [T, Hq, D] (``qo_indptr`` [B+1] delimits sequences).
 
     Sequence b has kv length kv_indptr[b+1] - kv_indptr[b], of which its last
     qo_indptr[b+1] - qo_indptr[b] positions are the new tokens (already in the cache).
     ``numerics``/``launch`` override the pinned configs, for tests and probes only.
+    ``validate=False`` skips the index checks (host syncs) that ``validate_batch`` already ran on
+    these index tensors; ``max_extend_len`` must then be given.
     """
     check_tensor("qo_indptr", qo_indptr, dtypes=_INDEX_DTYPES, ndim=1, device=q.device)
     n_seqs = qo_indptr.shape[0] - 1
@@ -126,7 +161,7 @@ def attention_extend(
     out = out_buffer("out", out, (t, hq, d), q.device)
     if t == 0 or n_seqs == 0:
         return out
-    max_extend_len = _check_batch(cache, kv_indptr, kv_indices, qo_indptr, "max_extend_len", max_extend_len, t)
+    max_extend_len = _limit(validate, cache, kv_indptr, kv_indices, qo_indptr, "max_extend_len", max_extend_len, t)
     arch = arch_key(q.device)
     numerics = numerics or configs.attention_numerics(arch)
     rows = (launch or configs.attention_launch(arch, "extend")).rows
@@ -159,20 +194,22 @@ def attention_decode(
     out: torch.Tensor | None = None,
     numerics: configs.AttentionNumerics | None = None,
     launch: configs.AttentionLaunch | None = None,
+    validate: bool = True,
 ) -> torch.Tensor:
     """One new token per sequence, q [B, Hq, D], at position kv_len - 1 (already in the cache).
 
     The KV range is cut into fixed-size splits run in parallel and merged in ascending
     order.  ``max_seq_len`` (>= every kv length; e.g. the context length for CUDA graphs)
     bounds the splits; each sequence computes and merges only its own, so a large bound
-    costs partial buffers and idle programs, not work.
+    costs partial buffers and idle programs, not work.  ``validate=False``: as in attention_extend
+    (``max_seq_len`` then required).
     """
     n_seqs = q.shape[0] if isinstance(q, torch.Tensor) and q.dim() == 3 else -1
     hq, hk, d = _check_common(q, cache, kv_indptr, kv_indices, sm_scale, sliding_window, logit_cap, n_seqs)
     out = out_buffer("out", out, (n_seqs, hq, d), q.device)
     if n_seqs == 0:
         return out
-    max_seq_len = _check_batch(cache, kv_indptr, kv_indices, None, "max_seq_len", max_seq_len, n_seqs)
+    max_seq_len = _limit(validate, cache, kv_indptr, kv_indices, None, "max_seq_len", max_seq_len, n_seqs)
     arch = arch_key(q.device)
     numerics = numerics or configs.attention_numerics(arch)
     dl = launch or configs.attention_decode_launch(arch, n_seqs, hk, d)

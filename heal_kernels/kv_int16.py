@@ -95,17 +95,20 @@ def check_slots(name: str, idx: torch.Tensor, num_slots: int) -> None:
     check_index_range(name, idx, num_slots, "slot indices", "the cache")
 
 
-def _check_loc(loc: torch.Tensor, t: int, num_slots: int, device) -> None:
+def _check_loc(loc: torch.Tensor, t: int, num_slots: int, device, validate: bool) -> None:
     check_tensor("loc", loc, dtypes=(torch.int64, torch.int32), ndim=1, device=device)
     if loc.shape[0] != t:
         raise ValueError(f"loc has {loc.shape[0]} slots for {t} tokens")
-    check_slots("loc", loc, num_slots)
+    if validate:
+        check_slots("loc", loc, num_slots)
 
 
-def store_kv(cache: Int16KV, loc: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+def store_kv(cache: Int16KV, loc: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, validate: bool = True) -> None:
     """Quantize k, v [T, H, D] (fp32/bf16/fp16) and write them to the cache at slots ``loc`` [T].
 
     Every argument is checked before anything is written: a bad call leaves the cache as it was.
+    ``validate=False`` skips only the range check of ``loc`` (two host syncs), for a caller that
+    checked these slots already (``check_slots``; a serving engine: once per batch, not per layer).
     """
     check_cache(cache)
     dev = cache.k.device
@@ -116,7 +119,7 @@ def store_kv(cache: Int16KV, loc: torch.Tensor, k: torch.Tensor, v: torch.Tensor
             raise ValueError(f"{nm} has heads x head_dim {tuple(x.shape[1:])}; the cache holds {(h, d)}")
     if k.shape[0] != v.shape[0]:
         raise ValueError(f"k has {k.shape[0]} tokens but v has {v.shape[0]}")
-    _check_loc(loc, k.shape[0], cache.num_slots, dev)
+    _check_loc(loc, k.shape[0], cache.num_slots, dev, validate)
     if k.shape[0] == 0:
         return
     _kv_store_kernel[(k.shape[0],)](

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import torch
 from sglang.srt.layers.attention.base_attn_backend import AttentionBackend
 
-from heal_kernels.attention import attention_decode, attention_extend
+from heal_kernels.attention import attention_decode, attention_extend, validate_batch
+from heal_kernels.kv_int16 import check_slots
 from heal_sglang import compat
 from heal_sglang.kv_cache import is_int16_pool, layer_cache
 
@@ -23,6 +24,7 @@ class _Metadata:
     kv_indices: torch.Tensor
     qo_indptr: torch.Tensor | None  # extend only
     max_len: int  # longest extend (extend) or a bound on every kv length (decode)
+    n_tokens: int = -1  # the batch's query tokens, when its indices were validated once (eager)
 
 
 class HealAttnBackend(AttentionBackend):
@@ -74,13 +76,29 @@ class HealAttnBackend(AttentionBackend):
         if mode.is_decode_or_idle():
             cpu = forward_batch.seq_lens_cpu
             longest = int(cpu[:bs].max()) if cpu is not None and bs else self.max_context_len
-            self.forward_metadata = _Metadata(kv_indptr, kv_indices, None, max(longest, 1))
-            return
-        qo_indptr = self.qo_indptr[: bs + 1]
-        qo_indptr[1:] = torch.cumsum(forward_batch.extend_seq_lens[:bs], dim=0)
-        ext = forward_batch.extend_seq_lens_cpu
-        longest = max(ext) if ext else int(forward_batch.extend_seq_lens.max())
-        self.forward_metadata = _Metadata(kv_indptr, kv_indices, qo_indptr, int(longest))
+            md = _Metadata(kv_indptr, kv_indices, None, max(longest, 1), n_tokens=bs)
+        else:
+            qo_indptr = self.qo_indptr[: bs + 1]
+            qo_indptr[1:] = torch.cumsum(forward_batch.extend_seq_lens[:bs], dim=0)
+            ext = forward_batch.extend_seq_lens_cpu
+            longest = max(ext) if ext else int(forward_batch.extend_seq_lens.max())
+            n_tokens = sum(ext) if ext else int(forward_batch.extend_seq_lens[:bs].sum())
+            md = _Metadata(kv_indptr, kv_indices, qo_indptr, int(longest), n_tokens=int(n_tokens))
+        self._validate(md, forward_batch)
+        self.forward_metadata = md
+
+    def _validate(self, md: _Metadata, forward_batch) -> None:
+        """The index and slot checks of heal's kernels, once per batch (eager): each is a few host
+        syncs, and run per layer they stall the launch queue 32+ times a step.  Every layer then
+        launches with validate=False over these same tensors."""
+        cache = layer_cache(self.pool, self.pool.start_layer)
+        if md.kv_indptr.shape[0] > 1:
+            validate_batch(cache, md.kv_indptr, md.kv_indices, n_tokens=md.n_tokens, qo_indptr=md.qo_indptr,
+                           max_len=md.max_len)
+        loc = forward_batch.out_cache_loc
+        if loc is not None:
+            check_slots("out_cache_loc", loc, cache.num_slots)
+        self.pool.quant_method.validated_loc = loc
 
     # -- CUDA graphs (decode) --------------------------------------------------------
 
@@ -95,6 +113,7 @@ class HealAttnBackend(AttentionBackend):
         kv_indptr = self._fill_kv(bs, forward_batch.seq_lens, forward_batch.req_pool_indices, self.graph_kv_indices)
         # The split count is fixed by the context length, so one graph serves every length.
         self.forward_metadata = _Metadata(kv_indptr, self.graph_kv_indices, None, self.max_context_len)
+        self.pool.quant_method.validated_loc = None  # captured launches check nothing; eager ones check again
 
     def init_forward_metadata_in_graph(self, forward_batch):
         pass
@@ -119,6 +138,11 @@ class HealAttnBackend(AttentionBackend):
         if layer.logit_cap and getattr(layer, "logit_capping_method", "tanh") != "tanh":
             raise NotImplementedError(f"heal attention caps logits with tanh only, got {layer.logit_capping_method}")
 
+    @staticmethod
+    def _validated(md: _Metadata, q: torch.Tensor) -> bool:
+        """Whether init_forward_metadata checked this batch's indices for these query tokens."""
+        return md.n_tokens >= 0 and q.shape[0] == md.n_tokens
+
     def _save(self, layer, forward_batch, k, v, save_kv_cache):
         if save_kv_cache:
             if k is None or v is None:
@@ -130,9 +154,11 @@ class HealAttnBackend(AttentionBackend):
         self._save(layer, forward_batch, k, v, save_kv_cache)
         md = self.forward_metadata
         hq, d = layer.tp_q_head_num, layer.qk_head_dim
+        q = q.view(-1, hq, d)
         out = attention_extend(
-            q.view(-1, hq, d), layer_cache(self.pool, layer.layer_id), md.qo_indptr, md.kv_indptr, md.kv_indices,
+            q, layer_cache(self.pool, layer.layer_id), md.qo_indptr, md.kv_indptr, md.kv_indices,
             sm_scale=float(layer.scaling), logit_cap=float(layer.logit_cap or 0.0), max_extend_len=md.max_len,
+            validate=not self._validated(md, q),
         )
         return out.view(-1, hq * d)
 
@@ -142,8 +168,10 @@ class HealAttnBackend(AttentionBackend):
         md = self.forward_metadata
         hq, d = layer.tp_q_head_num, layer.qk_head_dim
         bs = md.kv_indptr.shape[0] - 1
+        q = q.view(bs, hq, d)
         out = attention_decode(
-            q.view(bs, hq, d), layer_cache(self.pool, layer.layer_id), md.kv_indptr, md.kv_indices,
+            q, layer_cache(self.pool, layer.layer_id), md.kv_indptr, md.kv_indices,
             sm_scale=float(layer.scaling), logit_cap=float(layer.logit_cap or 0.0), max_seq_len=md.max_len,
+            validate=not self._validated(md, q),
         )
         return out.view(-1, hq * d)

@@ -19,6 +19,9 @@ from heal_kernels.reference import dequantize
 class Int16KVCacheMethod(KVCacheQuantMethodBase):
     name = "heal_int16"
     SCALE_BLOCK_SIZE = 1  # one scale per (token, head), i.e. per head_dim values
+    # The batch's out_cache_loc whose slot range heal's backend checked in init_forward_metadata:
+    # every layer stores to it, so its range is checked once per batch rather than once per layer.
+    validated_loc: torch.Tensor | None = None
 
     def attention_accesses(self):
         return ()  # read only through heal's own kernels, never dequantized for another backend
@@ -42,7 +45,7 @@ class Int16KVCacheMethod(KVCacheQuantMethodBase):
             raise ValueError("heal's INT16 KV cache computes its own scales; the layer must not pass k_scale/v_scale")
         h, d = k_buffer.shape[1], k_buffer.shape[2]
         store_kv(Int16KV(k_buffer, k_scale_buffer, v_buffer, v_scale_buffer), loc,
-                 cache_k.view(-1, h, d), cache_v.view(-1, h, d))
+                 cache_k.view(-1, h, d), cache_v.view(-1, h, d), validate=loc is not self.validated_loc)
 
     def dequantize_prev_kv(self, k, k_scales, v, v_scales, layer_id):
         return dequantize(k, k_scales, torch.float32), dequantize(v, v_scales, torch.float32)

@@ -293,3 +293,46 @@ def test_bad_arguments_raise_and_write_nothing(device):
             call()
     for a, b in zip(before, (cache.k, cache.k_scale, cache.v, cache.v_scale), strict=True):
         assert torch.equal(a, b), "a rejected call wrote to the cache"
+
+
+def test_validate_once_per_batch_then_launch_unchecked(device):
+    """validate_batch runs the launches' index checks once (a serving engine: once per batch, not per
+    layer); validate=False launches then give the checked launches' bits and need the length bound."""
+    from heal_kernels.attention import validate_batch
+
+    lens = [40, 75]
+    b = Batch(lens, 8, 2, 64, device, seed=4)
+    kvp, kvi = b.kv([0, 1], lens)
+    qo = torch.tensor([0, 10, 30], device=device)
+    q = torch.cat([b.q[0][30:40], b.q[1][55:75]])
+    assert validate_batch(b.cache, kvp, kvi, n_tokens=30, qo_indptr=qo) == 20
+    assert validate_batch(b.cache, kvp, kvi, n_tokens=2) == 75
+    ext = attention_extend(q, b.cache, qo, kvp, kvi, sm_scale=0.125)
+    assert torch.equal(attention_extend(q, b.cache, qo, kvp, kvi, sm_scale=0.125, max_extend_len=20,
+                                        validate=False, out=poisoned((30, 8, 64), device)), ext)
+    qd = torch.stack([b.q[0][39], b.q[1][74]])
+    dec = attention_decode(qd, b.cache, kvp, kvi, sm_scale=0.125)
+    assert torch.equal(attention_decode(qd, b.cache, kvp, kvi, sm_scale=0.125, max_seq_len=75, validate=False,
+                                        out=poisoned((2, 8, 64), device)), dec)
+    with pytest.raises(ValueError, match="max_extend_len"):
+        attention_extend(q, b.cache, qo, kvp, kvi, sm_scale=0.125, validate=False)
+    with pytest.raises(ValueError, match="max_seq_len"):
+        attention_decode(qd, b.cache, kvp, kvi, sm_scale=0.125, validate=False)
+    bad = kvi.clone()
+    bad[3] = b.cache.num_slots
+    with pytest.raises(ValueError, match="kv_indices"):
+        validate_batch(b.cache, kvp, bad, n_tokens=30, qo_indptr=qo)
+    with pytest.raises(ValueError, match="max_extend_len"):
+        validate_batch(b.cache, kvp, kvi, n_tokens=30, qo_indptr=qo, max_len=19)
+    with pytest.raises(ValueError, match="qo_indptr"):
+        validate_batch(b.cache, kvp, kvi, n_tokens=31, qo_indptr=qo)
+    # store_kv(validate=False) skips only the slot range check: the same bits as a checked store
+    k = torch.randn(5, 2, 64, device=device)
+    loc = torch.tensor([3, 9, 1, 0, 7], device=device)
+    c1, c2 = kv_int16.new_int16_kv(16, 2, 64, device), kv_int16.new_int16_kv(16, 2, 64, device)
+    kv_int16.store_kv(c1, loc, k, k)
+    kv_int16.store_kv(c2, loc, k, k, validate=False)
+    assert all(torch.equal(x, y) for x, y in zip((c1.k, c1.k_scale, c1.v, c1.v_scale),
+                                                  (c2.k, c2.k_scale, c2.v, c2.v_scale), strict=True))
+    with pytest.raises(ValueError, match="loc"):
+        kv_int16.store_kv(c2, loc[:4], k, k, validate=False)  # shapes are still checked

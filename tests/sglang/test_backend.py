@@ -107,6 +107,42 @@ def test_decode_graph_metadata_gives_the_eager_bits(kit):
     assert be.get_cuda_graph_seq_len_fill_value() == 1
 
 
+@pytest.mark.parametrize("decode", [False, True], ids=["extend", "decode"])
+def test_eager_batches_check_their_indices_once_not_per_layer(kit, monkeypatch, decode):
+    """The kernels' index and slot checks cost host syncs: the backend runs them once per batch in
+    init_forward_metadata and every layer's store and launch then skips them (same bits)."""
+    from sglang.srt.model_executor.forward_context import ForwardContext, forward_context
+
+    from heal_kernels import attention, kv_int16
+
+    case = next(c for c in _cases(kit) if c.forward_mode.is_decode() == decode)
+    fx = _build(kit, case)
+    layer, fb, be = fx.actual_module.attn, fx.forward_batch, fx.backend
+    calls = {"batch": 0, "slots": 0}
+
+    def counted(key, fn):
+        def wrapper(*a, **k):
+            calls[key] += 1
+            return fn(*a, **k)
+        return wrapper
+
+    monkeypatch.setattr(attention, "_check_batch", counted("batch", attention._check_batch))
+    monkeypatch.setattr(kv_int16, "check_slots", counted("slots", kv_int16.check_slots))
+    with torch.no_grad(), forward_context(ForwardContext(attn_backend=be)):
+        q, k, v = fx.actual_module.project_qkv(fx.input_hidden)
+        be.init_forward_metadata(fb)
+        assert calls == {"batch": 1, "slots": 0}
+        first = be.forward(q, k, v, layer, fb)
+        again = be.forward(q, k, v, layer, fb)  # a second layer over the same batch
+        assert calls == {"batch": 1, "slots": 0}
+        # the graph path checks nothing itself and leaves eager stores to check their slots again
+        be.init_cuda_graph_state(max_bs=fb.batch_size, max_num_tokens=fb.input_ids.shape[0])
+        if decode:
+            be.init_forward_metadata_out_graph(fb)
+            assert be.pool.quant_method.validated_loc is None
+    assert torch.equal(first, again)
+
+
 def test_pool_is_int16_and_accounts_scale_bytes(kit):
     fx = _build(kit, _cases(kit)[0])
     pool = fx.runner.token_to_kv_pool
