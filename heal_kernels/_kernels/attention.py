@@ -52,7 +52,7 @@ def _fold(M, L, ACC, m, ls, acc):
 
 
 @triton.jit
-def _load_kv(b0, seq_len, limit, slots, kc_ptr, ks_ptr, vc_ptr, vs_ptr, kvh, stride_cs, stride_ch, stride_ss, d0,
+def _load_kv(b0, limit, slots, kc_ptr, ks_ptr, vc_ptr, vs_ptr, kvh, stride_cs, stride_ch, stride_ss, d0,
              HEAD_DIM: tl.constexpr, DV: tl.constexpr, BLOCK_N: tl.constexpr):
     """K [BLOCK_N, HEAD_DIM], V's columns [d0, d0 + DV), and their scales for the block at b0 (0 past `limit`)."""
     ok = (b0 + tl.arange(0, BLOCK_N)) < limit
@@ -190,7 +190,7 @@ def _attn_kernel(
         pos_n = s * SPLIT + tl.arange(0, BLOCK_N)
         slots = tl.load(idx_ptr + kv_base + pos_n, mask=pos_n < seq_len, other=0).to(tl.int64)
         if PREFETCH:
-            k, v, sk, sv = _load_kv(s * SPLIT, seq_len, seq_len, slots, kc_ptr, ks_ptr, vc_ptr, vs_ptr, kvh,
+            k, v, sk, sv = _load_kv(s * SPLIT, seq_len, slots, kc_ptr, ks_ptr, vc_ptr, vs_ptr, kvh,
                                     stride_cs, stride_ch, stride_ss, d0, HEAD_DIM, DV, BLOCK_N)
         for b0 in range(s * SPLIT, b_end, BLOCK_N):
             # the next block's slots (and with PREFETCH its K and V) are fetched before this block's work
@@ -198,10 +198,10 @@ def _attn_kernel(
             slots_next = tl.load(idx_ptr + kv_base + pos_n, mask=pos_n < seq_len, other=0).to(tl.int64)
             if PREFETCH:
                 k_next, v_next, sk_next, sv_next = _load_kv(
-                    b0 + BLOCK_N, seq_len, tl.minimum(b_end, seq_len), slots_next, kc_ptr, ks_ptr, vc_ptr, vs_ptr,
+                    b0 + BLOCK_N, tl.minimum(b_end, seq_len), slots_next, kc_ptr, ks_ptr, vc_ptr, vs_ptr,
                     kvh, stride_cs, stride_ch, stride_ss, d0, HEAD_DIM, DV, BLOCK_N)
             else:
-                k, v, sk, sv = _load_kv(b0, seq_len, seq_len, slots, kc_ptr, ks_ptr, vc_ptr, vs_ptr, kvh,
+                k, v, sk, sv = _load_kv(b0, seq_len, slots, kc_ptr, ks_ptr, vc_ptr, vs_ptr, kvh,
                                         stride_cs, stride_ch, stride_ss, d0, HEAD_DIM, DV, BLOCK_N)
             m_i, l_i, acc = _block(
                 m_i, l_i, acc, qh, ql, qs, pos_q, row_ok, b0, seq_len, k, v, sk, sv,
