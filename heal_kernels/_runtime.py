@@ -15,7 +15,10 @@ import torch
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
+@functools.lru_cache(maxsize=1)
 def is_interpret() -> bool:
+    # Read once: Triton itself fixes interpreter mode when the kernels are decorated (at import), and
+    # launchers call this several times per launch (eager serving pays for every host microsecond).
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
@@ -44,8 +47,8 @@ def check_tensor(
     """Raise ValueError naming `name` unless `t` is a tensor of the given dtypes and rank."""
     if not isinstance(t, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    dtypes = tuple(dtypes)
     if t.dtype not in dtypes:
+        dtypes = tuple(dtypes)
         allowed = ", ".join(str(d).replace("torch.", "") for d in dtypes)
         raise ValueError(f"{name} has dtype {str(t.dtype).replace('torch.', '')}; expected one of: {allowed}")
     ndims = (ndim,) if isinstance(ndim, int) else ndim

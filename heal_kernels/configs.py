@@ -19,6 +19,7 @@ function of the row width only.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +40,7 @@ class MatmulTiles:
     group_m: int = 8
     k_unroll: int = 1  # K tiles loaded per loop iteration
     n_halves: int = 1  # 2: the N tile is computed as two halves (wide tiles within the register budget)
+    split_x: bool = False  # each program splits its own x tiles: no split kernel (eager small batches)
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,7 @@ def attention_launch(arch: str, path: str) -> AttentionLaunch:
     return _ATTN_LAUNCH[path]
 
 
+@functools.lru_cache(maxsize=4096)  # pure; launchers call it on every launch
 def attention_decode_launch(arch: str, n_seqs: int, kv_heads: int, head_dim: int) -> AttentionLaunch:
     """The decode launch for a batch: warps, V-column programs (d_parts) and K/V prefetch."""
     del arch
@@ -160,14 +163,31 @@ def matmul_numerics(arch: str, w_dtype: torch.dtype, n: int, k: int) -> MatmulNu
     return _NUMERICS
 
 
+# Eager launches (no CUDA graph: prefill chunks, and decode batches above --cuda-graph-max-bs-decode)
+# cost host time per launch, and at M <= EAGER_SMALL_M the host, not the GPU, sets the pace (a Triton
+# launch costs ~50 us of host time on the H100 machine, a torch op ~13; bench/kernels/eager_overhead.py).
+# There each program splits its own x tiles (no split kernel, no hi/lo/ts buffers) and two K shards are
+# summed in the program (no partials, no sum kernel).  Both are launch choices with the same bits
+# (docs/results/2026-11-26-h100-matmul-split-x.txt: every split-x tile equal to the shipped kernel);
+# under CUDA graphs the separate split kernel is faster on the GPU, so graphs keep it.
+EAGER_SMALL_M = 16
+
+
 def matmul_tile_table(arch: str) -> tuple[MatmulTiles, ...]:
     """Every tile set heal_matmul may pick on `arch`."""
-    return tuple(t for _, _, t in (_INTERPRET_TILES if arch == "interpret" else _GPU_TILES))
+    table = _INTERPRET_TILES if arch == "interpret" else _GPU_TILES
+    widths = sorted({min_n for _, min_n, _ in table} | {1 << 30})
+    eager = (matmul_tiles(arch, m, n, eager=True) for m in (1, EAGER_SMALL_M) for n in widths)
+    return tuple(dict.fromkeys([*(t for _, _, t in table), *eager]))
 
 
-def matmul_tiles(arch: str, m: int, n: int, *, k_shards: int = 1, shard_grid: bool = False) -> MatmulTiles:
+@functools.lru_cache(maxsize=4096)  # pure; launchers call it on every launch
+def matmul_tiles(arch: str, m: int, n: int, *, k_shards: int = 1, shard_grid: bool = False,
+                 eager: bool = False) -> MatmulTiles:
     table = _INTERPRET_TILES if arch == "interpret" else _GPU_TILES
     tiles = next(t for max_m, min_n, t in table if m <= max_m and n >= min_n)  # the last bucket takes every M, N
+    if eager and m <= EAGER_SMALL_M:
+        tiles = dataclasses.replace(tiles, split_x=True)
     if k_shards > 1 and not shard_grid and tiles.n_halves > 1:
         # two shards summed in one program hold two accumulators: the wide tile's halves become the tile
         tiles = dataclasses.replace(tiles, block_n=tiles.block_n // tiles.n_halves, n_halves=1)
@@ -184,13 +204,16 @@ def matmul_tiles(arch: str, m: int, n: int, *, k_shards: int = 1, shard_grid: bo
 _SHARD_IN_PROGRAM_M = (16, 64)  # (exclusive, inclusive)
 
 
-def matmul_shard_grid(arch: str, m: int, k_shards: int) -> bool:
+def matmul_shard_grid(arch: str, m: int, k_shards: int, *, eager: bool = False) -> bool:
     """Whether heal_matmul's K shards run in separate programs (partials + _shard_sum_kernel)."""
     del arch
     lo, hi = _SHARD_IN_PROGRAM_M
+    if eager and k_shards == 2 and m <= EAGER_SMALL_M:
+        return False
     return k_shards > 2 or (k_shards == 2 and not lo < m <= hi)
 
 
+@functools.lru_cache(maxsize=4096)  # pure; launchers call it on every launch
 def row_config(arch: str, width: int) -> RowConfig:
     """One program per row; the whole row in one block so the reduction tree is fixed by width."""
     block = max(16, triton.next_power_of_2(width))

@@ -14,6 +14,7 @@ else was in its batch.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -70,9 +71,27 @@ def new_int16_kv(num_slots: int, num_heads: int, head_dim: int, device) -> Int16
     return Int16KV(z16(), one(), z16(), one())
 
 
+# Caches that passed check_cache, by id(cache.k): weak references to the four tensors.  A serving
+# engine passes the same per-layer buffers to every store and attention launch, and a cache's
+# buffers are never resized in place, so one check per set of tensors is enough; a freed tensor
+# (whose id may be reused) drops out because its weak reference dies.
+_CHECKED_CACHES: dict[int, tuple[weakref.ref, ...]] = {}
+
+
 def check_cache(cache: Int16KV, name: str = "cache") -> None:
     if not isinstance(cache, Int16KV):
         raise ValueError(f"{name} must be an Int16KV, got {type(cache).__name__}")
+    parts = (cache.k, cache.k_scale, cache.v, cache.v_scale)
+    seen = _CHECKED_CACHES.get(id(cache.k))
+    if seen is not None and all(ref() is t for ref, t in zip(seen, parts, strict=True)):
+        return
+    _check_cache(cache, name)
+    if len(_CHECKED_CACHES) >= 4096:
+        _CHECKED_CACHES.clear()
+    _CHECKED_CACHES[id(cache.k)] = tuple(weakref.ref(t) for t in parts)
+
+
+def _check_cache(cache: Int16KV, name: str) -> None:
     check_tensor(f"{name}.k", cache.k, dtypes=(torch.int16,), ndim=3)
     dev = cache.k.device
     s, h, d = cache.k.shape

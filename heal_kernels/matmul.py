@@ -142,8 +142,10 @@ def heal_matmul(
         raise ValueError(
             f"K={k} does not split into k_shards={k_shards} shards of whole {numerics.block_k}-wide K tiles"
         )
-    shard_grid = configs.matmul_shard_grid(arch, m, k_shards)
-    tiles = tiles or configs.matmul_tiles(arch, m, n, k_shards=k_shards, shard_grid=shard_grid)
+    # Outside CUDA-graph capture every launch costs host time: small batches split x in the kernel.
+    eager = m <= configs.EAGER_SMALL_M and not (dev.type == "cuda" and torch.cuda.is_current_stream_capturing())
+    shard_grid = configs.matmul_shard_grid(arch, m, k_shards, eager=eager)
+    tiles = tiles or configs.matmul_tiles(arch, m, n, k_shards=k_shards, shard_grid=shard_grid, eager=eager)
     if k_shards > 1 and not shard_grid and tiles.n_halves != 1:  # the in-program sum holds two accumulators
         raise ValueError(f"two shards summed in the program need tiles with n_halves=1, got {tiles}")
     out = out_buffer("out", out, (m, n), dev)
@@ -151,7 +153,10 @@ def heal_matmul(
         return out
     if k == 0:
         return out.zero_() if bias is None else out.copy_(bias.float().expand(m, n))
-    hi, lo, ts = split_tiles(x, numerics.block_k)
+    if tiles.split_x:  # the kernel splits x's tiles itself: no split launch, no hi / lo / ts buffers
+        hi, lo, ts = x, x, x
+    else:
+        hi, lo, ts = split_tiles(x, numerics.block_k)
     # The shards' sums go to partials, summed by _shard_sum_kernel, when they are spread over programs.
     part = torch.empty((k_shards, m, n), dtype=torch.float32, device=dev) if shard_grid else out
     grid = (triton.cdiv(m, tiles.block_m) * triton.cdiv(n, tiles.block_n), k_shards if shard_grid else 1)
@@ -161,6 +166,7 @@ def heal_matmul(
         HAS_BIAS=bias is not None, HAS_WSCALE=wscale is not None, W_BF16=wt.dtype == torch.bfloat16,
         BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n, BLOCK_K=numerics.block_k, GROUP_M=tiles.group_m,
         K_UNROLL=tiles.k_unroll, N_HALVES=tiles.n_halves, SHARDS=k_shards, SHARD_GRID=shard_grid,
+        SPLIT_X=tiles.split_x,
         EXACT=arch == "interpret", num_warps=tiles.num_warps, num_stages=tiles.num_stages,
     )
     if shard_grid:

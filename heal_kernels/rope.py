@@ -6,7 +6,7 @@ first rotary_dim/2 columns and sin in the rest.  For pair i of a head
 
     out_1 = x_1 cos_i - x_2 sin_i,    out_2 = x_2 cos_i + x_1 sin_i
 
-Columns past rotary_dim are copied.  One program per token; elementwise, so no
+Columns past rotary_dim are copied.  One program per (token, q or k); elementwise, so no
 result depends on the batch.  Inputs fp32, bf16 or fp16; outputs fp32.
 """
 
@@ -19,7 +19,8 @@ from heal_kernels._kernels.rope import _rope_kernel
 from heal_kernels._runtime import FLOAT_DTYPES, arch_key, check_index_range, check_tensor, out_buffer
 
 
-def _rope_one(name: str, positions, x, cos_sin_cache, head_dim, rot_half, is_neox, out) -> torch.Tensor:
+def _rope_view(name: str, positions, x, head_dim, out) -> tuple[torch.Tensor, torch.Tensor]:
+    """x and its fp32 destination as [T, H, head_dim] views, after checking them."""
     check_tensor(name, x, dtypes=FLOAT_DTYPES, ndim=(2, 3), device=positions.device)
     t = x.shape[0]
     if t != positions.shape[0]:
@@ -32,19 +33,8 @@ def _rope_one(name: str, positions, x, cos_sin_cache, head_dim, rot_half, is_neo
         if x.shape[2] != head_dim:
             raise ValueError(f"{name} has head size {x.shape[2]}; expected head_dim={head_dim}")
         x3 = x
-    out = out_buffer(f"{name}_out", out, tuple(x.shape), x.device).view(x3.shape)
-    n_heads = x3.shape[1]
-    if t > 0 and n_heads > 0:
-        interpret = arch_key(x.device) == "interpret"
-        _rope_kernel[(t,)](
-            positions, x3, out, cos_sin_cache, n_heads,
-            x3.stride(0), x3.stride(1), out.stride(0), out.stride(1), cos_sin_cache.stride(0),
-            HEAD_DIM=head_dim, HALF_ROT=rot_half, IS_NEOX=is_neox,
-            BLOCK_H=min(16, triton.next_power_of_2(n_heads)), BLOCK_R=triton.next_power_of_2(rot_half),
-            BLOCK_D=triton.next_power_of_2(max(head_dim - 2 * rot_half, 1)),
-            num_warps=1 if interpret else 4,
-        )
-    return out.view(x.shape)
+    out = out_buffer(f"{name}_out", out, tuple(x.shape), x.device)
+    return x3, out
 
 
 def apply_rotary(
@@ -57,9 +47,13 @@ def apply_rotary(
     *,
     q_out: torch.Tensor | None = None,
     k_out: torch.Tensor | None = None,
+    validate: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rotate q [T, Hq*D] (or [T, Hq, D]) and k likewise at ``positions`` [T]; returns fp32 tensors
-    (``q_out`` / ``k_out``: optional float32 destinations shaped like q / k)."""
+    (``q_out`` / ``k_out``: optional float32 destinations shaped like q / k).
+
+    ``validate=False`` skips only the range check of ``positions`` (a host sync), for a caller that
+    checked them against this cache already (a serving engine: once per batch, not per layer)."""
     check_tensor("positions", positions, dtypes=(torch.int64, torch.int32), ndim=1)
     check_tensor("cos_sin_cache", cos_sin_cache, dtypes=(torch.float32,), ndim=2, device=positions.device)
     rot = cos_sin_cache.shape[1]
@@ -68,8 +62,22 @@ def apply_rotary(
     if head_dim <= 0:
         raise ValueError(f"head_dim must be positive, got {head_dim}")
     # past the cos/sin cache the kernel would read out of bounds
-    check_index_range("positions", positions, cos_sin_cache.shape[0], "values", "the cos_sin_cache")
-    return (
-        _rope_one("q", positions, q, cos_sin_cache, head_dim, rot // 2, bool(is_neox), q_out),
-        _rope_one("k", positions, k, cos_sin_cache, head_dim, rot // 2, bool(is_neox), k_out),
-    )
+    if validate:
+        check_index_range("positions", positions, cos_sin_cache.shape[0], "values", "the cos_sin_cache")
+    q3, q_out = _rope_view("q", positions, q, head_dim, q_out)
+    k3, k_out = _rope_view("k", positions, k, head_dim, k_out)
+    qo3, ko3 = q_out.view(q3.shape), k_out.view(k3.shape)
+    t, hq, hk = q3.shape[0], q3.shape[1], k3.shape[1]
+    if t > 0 and max(hq, hk) > 0:
+        half = rot // 2
+        # q and k in one launch (axis 1): every launch costs host time in eager batches
+        _rope_kernel[(t, 2)](
+            positions, q3, qo3, k3, ko3, cos_sin_cache, hq, hk,
+            q3.stride(0), q3.stride(1), qo3.stride(0), qo3.stride(1),
+            k3.stride(0), k3.stride(1), ko3.stride(0), ko3.stride(1), cos_sin_cache.stride(0),
+            HEAD_DIM=head_dim, HALF_ROT=half, IS_NEOX=bool(is_neox),
+            BLOCK_H=min(16, triton.next_power_of_2(max(hq, hk))), BLOCK_R=triton.next_power_of_2(half),
+            BLOCK_D=triton.next_power_of_2(max(head_dim - 2 * half, 1)),
+            num_warps=1 if arch_key(positions.device) == "interpret" else 4,
+        )
+    return q_out, k_out

@@ -16,6 +16,7 @@ from heal_kernels.attention import attention_decode, attention_extend, validate_
 from heal_kernels.kv_int16 import check_slots
 from heal_sglang import compat
 from heal_sglang.kv_cache import is_int16_pool, layer_cache
+from heal_sglang.ops import note_checked_positions
 
 
 @dataclass
@@ -99,6 +100,7 @@ class HealAttnBackend(AttentionBackend):
         if loc is not None:
             check_slots("out_cache_loc", loc, cache.num_slots)
         self.pool.quant_method.validated_loc = loc
+        note_checked_positions(forward_batch.positions)
 
     # -- CUDA graphs (decode) --------------------------------------------------------
 
@@ -114,6 +116,7 @@ class HealAttnBackend(AttentionBackend):
         # The split count is fixed by the context length, so one graph serves every length.
         self.forward_metadata = _Metadata(kv_indptr, self.graph_kv_indices, None, self.max_context_len)
         self.pool.quant_method.validated_loc = None  # captured launches check nothing; eager ones check again
+        note_checked_positions(None)
 
     def init_forward_metadata_in_graph(self, forward_batch):
         pass

@@ -16,6 +16,33 @@ from heal_kernels.rope import apply_rotary
 from heal_sglang import state
 
 
+class _CheckedPositions:
+    """The batch's positions and their range, checked once by heal's attention backend (eager batches).
+
+    Every layer's rotary then launches with validate=False when its cos/sin cache covers that range:
+    a per-layer check is a host sync, 32+ per step, each stalling the launch queue.
+    """
+
+    positions: torch.Tensor | None = None
+    lo = 0
+    hi = -1
+
+
+def note_checked_positions(positions: torch.Tensor | None) -> None:
+    """Called by the backend once per batch, before any layer runs (None: forget, e.g. for CUDA graphs)."""
+    _CheckedPositions.positions = None
+    if positions is None or positions.numel() == 0 or (
+            positions.is_cuda and torch.cuda.is_current_stream_capturing()):
+        return
+    lo, hi = (int(v) for v in positions.aminmax())
+    _CheckedPositions.positions, _CheckedPositions.lo, _CheckedPositions.hi = positions, lo, hi
+
+
+def _positions_checked(positions: torch.Tensor, cache_len: int) -> bool:
+    c = _CheckedPositions
+    return positions is c.positions and c.lo >= 0 and c.hi < cache_len
+
+
 def _active(x: torch.Tensor) -> bool:
     return state.fp32_ops() and x.dtype == torch.float32
 
@@ -67,4 +94,5 @@ def rotary_forward_cuda(orig, self, positions, query, key, offsets=None, fused_s
     cache = self.cos_sin_cache
     if cache.dtype != torch.float32:
         cache = cache.float()
-    return apply_rotary(positions, query, key, cache, self.head_size, self.is_neox_style)
+    return apply_rotary(positions, query, key, cache, self.head_size, self.is_neox_style,
+                        validate=not _positions_checked(positions, cache.shape[0]))

@@ -50,6 +50,21 @@ def _tile_product(hi_ptrs, lo_ptrs, b_ptrs, mask_a, mask_b, W_BF16: tl.constexpr
 
 
 @triton.jit
+def _tile_product_x(x_ptrs, b_ptrs, mask_a, mask_b, W_BF16: tl.constexpr, EXACT: tl.constexpr):
+    """The same from the FP32 activations, split here: (product, the tile's 2**-shift [BLOCK_M, 1]).
+
+    _split_tile of a tile depends on that tile alone, so the parts, and the bits, are the ones
+    _split_kernel would have written; every program along N repeats the split of its rows.
+    """
+    b = tl.load(b_ptrs, mask=mask_b, other=0.0)
+    if W_BF16:
+        b = b.to(tl.float16)
+    x = tl.load(x_ptrs, mask=mask_a, other=0.0).to(tl.float32)
+    a_hi, a_lo, inv = _split_tile(x)
+    return _dot2(a_hi, a_lo, b, EXACT), inv[:, None]
+
+
+@triton.jit
 def _scaled(acc, offs_n, N, wscale_ptr, HAS_WSCALE: tl.constexpr):
     """acc * wscale[n] (an exact power of two: no rounding)."""
     if HAS_WSCALE:
@@ -69,9 +84,12 @@ def _store(acc, offs_m, offs_n, mask_m, N, bias_ptr, out_ptr, stride_om, HAS_BIA
 def _k_tiles(
     t_begin, t_end, hi_ptr, lo_ptr, ts_ptr, w_ptr, offs_m, offs_n0, offs_n1, mask_m, N, K, stride_hm, stride_tm,
     stride_wn, W_BF16: tl.constexpr, BLOCK_M: tl.constexpr, HALF_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    K_UNROLL: tl.constexpr, N_HALVES: tl.constexpr, EXACT: tl.constexpr,
+    K_UNROLL: tl.constexpr, N_HALVES: tl.constexpr, SPLIT_X: tl.constexpr, EXACT: tl.constexpr,
 ):
-    """sum over K tiles t in [t_begin, t_end), ascending, of ts[m, t] * (lo_t . w_t + hi_t . w_t), from zero."""
+    """sum over K tiles t in [t_begin, t_end), ascending, of ts[m, t] * (lo_t . w_t + hi_t . w_t), from zero.
+
+    SPLIT_X: hi_ptr is the FP32 activations (row stride stride_hm) and each program splits its tiles.
+    """
     offs_k = tl.arange(0, BLOCK_K)
     k0 = t_begin * BLOCK_K
     hi_ptrs = hi_ptr + offs_m[:, None] * stride_hm + (k0 + offs_k)[None, :]
@@ -87,13 +105,21 @@ def _k_tiles(
             # all false past the range's last tile: p = 0, acc unchanged
             mask_k = ((t * BLOCK_K + offs_k) < K) & (t < t_end)
             mask_a = mask_m[:, None] & mask_k[None, :]
-            inv = tl.load(ts_ptrs + u, mask=mask_m & (t < t_end), other=1.0)[:, None]
-            p0 = _tile_product(hi_ptrs + u * BLOCK_K, lo_ptrs + u * BLOCK_K, b0_ptrs + u * BLOCK_K,
-                               mask_a, mask_k[:, None] & (offs_n0 < N)[None, :], W_BF16, EXACT)
+            if SPLIT_X:  # a masked-off tile is all zero: p = 0, inv = 1
+                p0, inv = _tile_product_x(hi_ptrs + u * BLOCK_K, b0_ptrs + u * BLOCK_K, mask_a,
+                                          mask_k[:, None] & (offs_n0 < N)[None, :], W_BF16, EXACT)
+            else:
+                inv = tl.load(ts_ptrs + u, mask=mask_m & (t < t_end), other=1.0)[:, None]
+                p0 = _tile_product(hi_ptrs + u * BLOCK_K, lo_ptrs + u * BLOCK_K, b0_ptrs + u * BLOCK_K,
+                                   mask_a, mask_k[:, None] & (offs_n0 < N)[None, :], W_BF16, EXACT)
             acc0 = tl.fma(p0, inv, acc0)  # p * inv is exact: one rounding, to nearest
             if N_HALVES == 2:
-                p1 = _tile_product(hi_ptrs + u * BLOCK_K, lo_ptrs + u * BLOCK_K, b1_ptrs + u * BLOCK_K,
-                                   mask_a, mask_k[:, None] & (offs_n1 < N)[None, :], W_BF16, EXACT)
+                if SPLIT_X:
+                    p1, _ = _tile_product_x(hi_ptrs + u * BLOCK_K, b1_ptrs + u * BLOCK_K, mask_a,
+                                            mask_k[:, None] & (offs_n1 < N)[None, :], W_BF16, EXACT)
+                else:
+                    p1 = _tile_product(hi_ptrs + u * BLOCK_K, lo_ptrs + u * BLOCK_K, b1_ptrs + u * BLOCK_K,
+                                       mask_a, mask_k[:, None] & (offs_n1 < N)[None, :], W_BF16, EXACT)
                 acc1 = tl.fma(p1, inv, acc1)
         hi_ptrs += BLOCK_K * K_UNROLL
         lo_ptrs += BLOCK_K * K_UNROLL
@@ -111,7 +137,7 @@ def _heal_matmul_kernel(
     HAS_BIAS: tl.constexpr, HAS_WSCALE: tl.constexpr, W_BF16: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     K_UNROLL: tl.constexpr, N_HALVES: tl.constexpr, SHARDS: tl.constexpr, SHARD_GRID: tl.constexpr,
-    EXACT: tl.constexpr,
+    SPLIT_X: tl.constexpr, EXACT: tl.constexpr,
 ):
     """out[m, n] = tree_s(wscale[n] * sum_{t in shard s} ts[m, t] * (lo_t . w_t + hi_t . w_t)) + bias[n].
 
@@ -152,14 +178,14 @@ def _heal_matmul_kernel(
         t_begin = 0
     acc0, acc1 = _k_tiles(t_begin, t_begin + kt_shard, hi_ptr, lo_ptr, ts_ptr, w_ptr, offs_m, offs_n0, offs_n1,
                           mask_m, N, K, stride_hm, stride_tm, stride_wn, W_BF16, BLOCK_M, HALF_N, BLOCK_K,
-                          K_UNROLL, N_HALVES, EXACT)
+                          K_UNROLL, N_HALVES, SPLIT_X, EXACT)
     acc0 = _scaled(acc0, offs_n0, N, wscale_ptr, HAS_WSCALE)
     if N_HALVES == 2:
         acc1 = _scaled(acc1, offs_n1, N, wscale_ptr, HAS_WSCALE)
     if SHARDS == 2 and not SHARD_GRID:
         b0, b1 = _k_tiles(kt_shard, KT, hi_ptr, lo_ptr, ts_ptr, w_ptr, offs_m, offs_n0, offs_n1,
                           mask_m, N, K, stride_hm, stride_tm, stride_wn, W_BF16, BLOCK_M, HALF_N, BLOCK_K,
-                          K_UNROLL, N_HALVES, EXACT)
+                          K_UNROLL, N_HALVES, SPLIT_X, EXACT)
         acc0 = acc0 + _scaled(b0, offs_n0, N, wscale_ptr, HAS_WSCALE)
         if N_HALVES == 2:
             acc1 = acc1 + _scaled(b1, offs_n1, N, wscale_ptr, HAS_WSCALE)

@@ -336,3 +336,15 @@ def test_validate_once_per_batch_then_launch_unchecked(device):
                                                   (c2.k, c2.k_scale, c2.v, c2.v_scale), strict=True))
     with pytest.raises(ValueError, match="loc"):
         kv_int16.store_kv(c2, loc[:4], k, k, validate=False)  # shapes are still checked
+
+
+def test_cache_checks_are_remembered_per_set_of_tensors(device):
+    """check_cache runs on every store and attention launch; a cache whose four tensors passed once is not
+    checked again (host time per layer), but any other set of tensors is, and a bad one still raises."""
+    cache = kv_int16.new_int16_kv(16, 2, 64, device)
+    kv_int16.check_cache(cache)
+    assert id(cache.k) in kv_int16._CHECKED_CACHES
+    kv_int16.check_cache(kv_int16.Int16KV(cache.k, cache.k_scale, cache.v, cache.v_scale))  # same tensors
+    bad = kv_int16.Int16KV(cache.k, cache.k_scale, cache.v[:8], cache.v_scale)
+    with pytest.raises(ValueError, match="cache.v has shape"):
+        kv_int16.check_cache(bad)

@@ -114,6 +114,7 @@ def test_eager_batches_check_their_indices_once_not_per_layer(kit, monkeypatch, 
     from sglang.srt.model_executor.forward_context import ForwardContext, forward_context
 
     from heal_kernels import attention, kv_int16
+    from heal_sglang import ops
 
     case = next(c for c in _cases(kit) if c.forward_mode.is_decode() == decode)
     fx = _build(kit, case)
@@ -132,6 +133,8 @@ def test_eager_batches_check_their_indices_once_not_per_layer(kit, monkeypatch, 
         q, k, v = fx.actual_module.project_qkv(fx.input_hidden)
         be.init_forward_metadata(fb)
         assert calls == {"batch": 1, "slots": 0}
+        # every layer's rotary skips its own check of these positions
+        assert fb.positions is not None and ops._CheckedPositions.positions is fb.positions
         first = be.forward(q, k, v, layer, fb)
         again = be.forward(q, k, v, layer, fb)  # a second layer over the same batch
         assert calls == {"batch": 1, "slots": 0}
@@ -140,6 +143,7 @@ def test_eager_batches_check_their_indices_once_not_per_layer(kit, monkeypatch, 
         if decode:
             be.init_forward_metadata_out_graph(fb)
             assert be.pool.quant_method.validated_loc is None
+            assert ops._CheckedPositions.positions is None
     assert torch.equal(first, again)
 
 

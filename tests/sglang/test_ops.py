@@ -66,3 +66,40 @@ def test_activation_and_rotary(plugin, heal_mode, monkeypatch):
     assert (q2 - qn).abs().max() < 1e-5 and (k2 - kn).abs().max() < 1e-5
     with pytest.raises(NotImplementedError, match="offsets"):
         ops.rotary_forward_cuda(_orig, rope, pos, q, k, offsets=pos)
+
+
+def test_rotary_checks_positions_once_per_batch(plugin, heal_mode, monkeypatch):
+    """apply_rotary's range check of positions is a host sync; the heal backend checks the batch's positions
+    once (note_checked_positions) and every layer's rotary skips it, with the same bits, as long as its
+    cos/sin cache covers them.  Any other tensor, or a range the cache does not cover, is checked again."""
+    from sglang.srt.layers.rotary_embedding import base
+    from sglang.srt.runtime_context import get_context
+
+    get_context().override_server_args().install()
+    monkeypatch.setattr(base, "_is_cpu", True)
+
+    from heal_kernels import rope as heal_rope
+    from heal_sglang import ops
+
+    heal_mode.set_mode(heal_mode.HEAL)
+    checks = []
+    real = heal_rope.check_index_range
+    monkeypatch.setattr(heal_rope, "check_index_range", lambda *a, **k: (checks.append(a[0]), real(*a, **k)))
+    rope = base.RotaryEmbedding(64, 64, 256, 10000, True, torch.float32)
+    pos = torch.tensor([0, 7, 200])
+    q, k = torch.randn(3, 4 * 64), torch.randn(3, 2 * 64)
+    ops.note_checked_positions(None)
+    want = ops.rotary_forward_cuda(_orig, rope, pos, q, k)
+    assert checks == ["positions"]
+    ops.note_checked_positions(pos)
+    for _ in range(2):  # two layers of one batch
+        got = ops.rotary_forward_cuda(_orig, rope, pos, q, k)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert checks == ["positions"]
+    ops.rotary_forward_cuda(_orig, rope, pos.clone(), q, k)  # not the tensor that was checked
+    assert checks == ["positions"] * 2
+    far = torch.tensor([0, 7, 256])  # past the 256-entry cache: the layer's own check refuses it
+    ops.note_checked_positions(far)
+    with pytest.raises(ValueError, match="positions holds values in"):
+        ops.rotary_forward_cuda(_orig, rope, far, q, k)
+    ops.note_checked_positions(None)
