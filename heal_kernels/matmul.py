@@ -105,9 +105,11 @@ def heal_matmul(
 ) -> torch.Tensor:
     """x float32 [M, K] @ w[N, K].T + bias -> float32 [M, N].
 
-    ``w`` is a bf16 or fp16 tensor as loaded (converted to FP16 tile by tile in the
-    kernel, exact for |w| in [2**-14, 65504]) or a HealWeight from prepare_weight
-    (exact for any finite weight).  ``tiles``/``numerics`` override the pinned
+    ``w`` is a HealWeight from prepare_weight (exact for any finite weight), or a bf16 or
+    fp16 tensor as loaded, which is converted by prepare_weight on every call (same bits,
+    a copy of the weight and a host sync each time, so not inside CUDA-graph capture;
+    convert once for speed).  A 16-bit weight cast to FP16 as it stands would overflow
+    above 65504 and lose bits below 2**-14.  ``tiles``/``numerics`` override the pinned
     configs, for tests and benchmarks only.  ``out``: optional float32 [M, N] destination.
 
     ``k_shards`` (1, 2, 4, 8) cuts K into that many equal runs of whole K tiles whose
@@ -124,8 +126,12 @@ def heal_matmul(
         check_tensor("w.scale", wscale, dtypes=(torch.float32,), ndim=1, device=dev)
         check_shape("w.scale", wscale, (wt.shape[0],))
     else:
-        wt, wscale = w, None
-        check_tensor("w", wt, dtypes=WEIGHT_DTYPES, ndim=2, device=dev)
+        check_tensor("w", w, dtypes=WEIGHT_DTYPES, ndim=2, device=dev)
+        if dev.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            raise ValueError("w is a raw 16-bit weight, converted on every call with a host sync, which CUDA-graph "
+                             "capture cannot hold; pass prepare_weight(w) instead")
+        w = prepare_weight(w)  # raises, naming w, on inf or nan
+        wt, wscale = w.weight, w.scale
     m, k = x.shape
     n, kw = wt.shape
     if kw != k:
@@ -161,9 +167,9 @@ def heal_matmul(
     part = torch.empty((k_shards, m, n), dtype=torch.float32, device=dev) if shard_grid else out
     grid = (triton.cdiv(m, tiles.block_m) * triton.cdiv(n, tiles.block_n), k_shards if shard_grid else 1)
     _heal_matmul_kernel[grid](
-        hi, lo, ts, wt, wscale if wscale is not None else ts, bias if bias is not None else ts, part,
+        hi, lo, ts, wt, wscale, bias if bias is not None else ts, part,
         m, n, k, kt, hi.stride(0), ts.stride(0), wt.stride(0), n if shard_grid else out.stride(0), m * n,
-        HAS_BIAS=bias is not None, HAS_WSCALE=wscale is not None, W_BF16=wt.dtype == torch.bfloat16,
+        HAS_BIAS=bias is not None,
         BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n, BLOCK_K=numerics.block_k, GROUP_M=tiles.group_m,
         K_UNROLL=tiles.k_unroll, N_HALVES=tiles.n_halves, SHARDS=k_shards, SHARD_GRID=shard_grid,
         SPLIT_X=tiles.split_x,

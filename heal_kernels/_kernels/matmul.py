@@ -39,37 +39,31 @@ def _split_kernel(
 
 
 @triton.jit
-def _tile_product(hi_ptrs, lo_ptrs, b_ptrs, mask_a, mask_b, W_BF16: tl.constexpr, EXACT: tl.constexpr):
+def _tile_product(hi_ptrs, lo_ptrs, b_ptrs, mask_a, mask_b, EXACT: tl.constexpr):
     """One tile's lo . w + hi . w as one fresh MMA chain (FP32 result)."""
     b = tl.load(b_ptrs, mask=mask_b, other=0.0)
-    if W_BF16:
-        b = b.to(tl.float16)  # exact for |w| in [2**-14, 65504]
     a_hi = tl.load(hi_ptrs, mask=mask_a, other=0.0)
     a_lo = tl.load(lo_ptrs, mask=mask_a, other=0.0)
     return _dot2(a_hi, a_lo, b, EXACT)
 
 
 @triton.jit
-def _tile_product_x(x_ptrs, b_ptrs, mask_a, mask_b, W_BF16: tl.constexpr, EXACT: tl.constexpr):
+def _tile_product_x(x_ptrs, b_ptrs, mask_a, mask_b, EXACT: tl.constexpr):
     """The same from the FP32 activations, split here: (product, the tile's 2**-shift [BLOCK_M, 1]).
 
     _split_tile of a tile depends on that tile alone, so the parts, and the bits, are the ones
     _split_kernel would have written; every program along N repeats the split of its rows.
     """
     b = tl.load(b_ptrs, mask=mask_b, other=0.0)
-    if W_BF16:
-        b = b.to(tl.float16)
     x = tl.load(x_ptrs, mask=mask_a, other=0.0).to(tl.float32)
     a_hi, a_lo, inv = _split_tile(x)
     return _dot2(a_hi, a_lo, b, EXACT), inv[:, None]
 
 
 @triton.jit
-def _scaled(acc, offs_n, N, wscale_ptr, HAS_WSCALE: tl.constexpr):
+def _scaled(acc, offs_n, N, wscale_ptr):
     """acc * wscale[n] (an exact power of two: no rounding)."""
-    if HAS_WSCALE:
-        acc = acc * tl.load(wscale_ptr + offs_n, mask=offs_n < N, other=1.0)[None, :]
-    return acc
+    return acc * tl.load(wscale_ptr + offs_n, mask=offs_n < N, other=1.0)[None, :]
 
 
 @triton.jit
@@ -83,7 +77,7 @@ def _store(acc, offs_m, offs_n, mask_m, N, bias_ptr, out_ptr, stride_om, HAS_BIA
 @triton.jit
 def _k_tiles(
     t_begin, t_end, hi_ptr, lo_ptr, ts_ptr, w_ptr, offs_m, offs_n0, offs_n1, mask_m, N, K, stride_hm, stride_tm,
-    stride_wn, W_BF16: tl.constexpr, BLOCK_M: tl.constexpr, HALF_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    stride_wn, BLOCK_M: tl.constexpr, HALF_N: tl.constexpr, BLOCK_K: tl.constexpr,
     K_UNROLL: tl.constexpr, N_HALVES: tl.constexpr, SPLIT_X: tl.constexpr, EXACT: tl.constexpr,
 ):
     """sum over K tiles t in [t_begin, t_end), ascending, of ts[m, t] * (lo_t . w_t + hi_t . w_t), from zero.
@@ -107,19 +101,19 @@ def _k_tiles(
             mask_a = mask_m[:, None] & mask_k[None, :]
             if SPLIT_X:  # a masked-off tile is all zero: p = 0, inv = 1
                 p0, inv = _tile_product_x(hi_ptrs + u * BLOCK_K, b0_ptrs + u * BLOCK_K, mask_a,
-                                          mask_k[:, None] & (offs_n0 < N)[None, :], W_BF16, EXACT)
+                                          mask_k[:, None] & (offs_n0 < N)[None, :], EXACT)
             else:
                 inv = tl.load(ts_ptrs + u, mask=mask_m & (t < t_end), other=1.0)[:, None]
                 p0 = _tile_product(hi_ptrs + u * BLOCK_K, lo_ptrs + u * BLOCK_K, b0_ptrs + u * BLOCK_K,
-                                   mask_a, mask_k[:, None] & (offs_n0 < N)[None, :], W_BF16, EXACT)
+                                   mask_a, mask_k[:, None] & (offs_n0 < N)[None, :], EXACT)
             acc0 = tl.fma(p0, inv, acc0)  # p * inv is exact: one rounding, to nearest
             if N_HALVES == 2:
                 if SPLIT_X:
                     p1, _ = _tile_product_x(hi_ptrs + u * BLOCK_K, b1_ptrs + u * BLOCK_K, mask_a,
-                                            mask_k[:, None] & (offs_n1 < N)[None, :], W_BF16, EXACT)
+                                            mask_k[:, None] & (offs_n1 < N)[None, :], EXACT)
                 else:
                     p1 = _tile_product(hi_ptrs + u * BLOCK_K, lo_ptrs + u * BLOCK_K, b1_ptrs + u * BLOCK_K,
-                                       mask_a, mask_k[:, None] & (offs_n1 < N)[None, :], W_BF16, EXACT)
+                                       mask_a, mask_k[:, None] & (offs_n1 < N)[None, :], EXACT)
                 acc1 = tl.fma(p1, inv, acc1)
         hi_ptrs += BLOCK_K * K_UNROLL
         lo_ptrs += BLOCK_K * K_UNROLL
@@ -134,7 +128,7 @@ def _heal_matmul_kernel(
     hi_ptr, lo_ptr, ts_ptr, w_ptr, wscale_ptr, bias_ptr, out_ptr,
     M, N, K, KT,
     stride_hm, stride_tm, stride_wn, stride_om, stride_part,
-    HAS_BIAS: tl.constexpr, HAS_WSCALE: tl.constexpr, W_BF16: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     K_UNROLL: tl.constexpr, N_HALVES: tl.constexpr, SHARDS: tl.constexpr, SHARD_GRID: tl.constexpr,
     SPLIT_X: tl.constexpr, EXACT: tl.constexpr,
@@ -177,18 +171,18 @@ def _heal_matmul_kernel(
     else:
         t_begin = 0
     acc0, acc1 = _k_tiles(t_begin, t_begin + kt_shard, hi_ptr, lo_ptr, ts_ptr, w_ptr, offs_m, offs_n0, offs_n1,
-                          mask_m, N, K, stride_hm, stride_tm, stride_wn, W_BF16, BLOCK_M, HALF_N, BLOCK_K,
+                          mask_m, N, K, stride_hm, stride_tm, stride_wn, BLOCK_M, HALF_N, BLOCK_K,
                           K_UNROLL, N_HALVES, SPLIT_X, EXACT)
-    acc0 = _scaled(acc0, offs_n0, N, wscale_ptr, HAS_WSCALE)
+    acc0 = _scaled(acc0, offs_n0, N, wscale_ptr)
     if N_HALVES == 2:
-        acc1 = _scaled(acc1, offs_n1, N, wscale_ptr, HAS_WSCALE)
+        acc1 = _scaled(acc1, offs_n1, N, wscale_ptr)
     if SHARDS == 2 and not SHARD_GRID:
         b0, b1 = _k_tiles(kt_shard, KT, hi_ptr, lo_ptr, ts_ptr, w_ptr, offs_m, offs_n0, offs_n1,
-                          mask_m, N, K, stride_hm, stride_tm, stride_wn, W_BF16, BLOCK_M, HALF_N, BLOCK_K,
+                          mask_m, N, K, stride_hm, stride_tm, stride_wn, BLOCK_M, HALF_N, BLOCK_K,
                           K_UNROLL, N_HALVES, SPLIT_X, EXACT)
-        acc0 = acc0 + _scaled(b0, offs_n0, N, wscale_ptr, HAS_WSCALE)
+        acc0 = acc0 + _scaled(b0, offs_n0, N, wscale_ptr)
         if N_HALVES == 2:
-            acc1 = acc1 + _scaled(b1, offs_n1, N, wscale_ptr, HAS_WSCALE)
+            acc1 = acc1 + _scaled(b1, offs_n1, N, wscale_ptr)
     _store(acc0, offs_m, offs_n0, mask_m, N, bias_ptr, out_ptr, stride_om, HAS_BIAS and not SHARD_GRID)
     if N_HALVES == 2:
         _store(acc1, offs_m, offs_n1, mask_m, N, bias_ptr, out_ptr, stride_om, HAS_BIAS and not SHARD_GRID)
