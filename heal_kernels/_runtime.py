@@ -35,6 +35,11 @@ def _cuda_arch(index: int) -> str:
     return f"sm{major}{minor}"
 
 
+def is_capturing(device: torch.device) -> bool:
+    """Whether a launch on `device` now is recorded into a CUDA graph (where nothing may sync with the host)."""
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
 def check_tensor(
     name: str,
     t,
@@ -74,7 +79,7 @@ def check_index_range(name: str, idx: torch.Tensor, limit: int, what: str, owner
 
     One host sync; skipped inside CUDA-graph capture, where nothing may sync.
     """
-    if idx.numel() == 0 or (idx.is_cuda and torch.cuda.is_current_stream_capturing()):
+    if idx.numel() == 0 or is_capturing(idx.device):
         return
     lo, hi = (int(v) for v in idx.aminmax())
     if lo < 0 or hi >= limit:

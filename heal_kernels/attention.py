@@ -20,7 +20,7 @@ import triton
 
 from heal_kernels import configs
 from heal_kernels._kernels.attention import _attn_kernel, _merge_kernel
-from heal_kernels._runtime import FLOAT_DTYPES, arch_key, check_tensor, out_buffer
+from heal_kernels._runtime import FLOAT_DTYPES, arch_key, check_tensor, is_capturing, out_buffer
 from heal_kernels.kv_int16 import Int16KV, check_cache, check_slots
 
 _INDEX_DTYPES = (torch.int32, torch.int64)
@@ -66,7 +66,7 @@ def _check_batch(cache, kv_indptr, kv_indices, qo_indptr, limit_name, limit, n_t
 
     Returns the longest extend (qo_indptr given) or kv length, which fixes the grid.
     """
-    if kv_indptr.is_cuda and torch.cuda.is_current_stream_capturing():
+    if is_capturing(kv_indptr.device):
         if limit is None:
             raise ValueError(f"{limit_name} must be given when launching inside CUDA-graph capture")
         return limit

@@ -19,7 +19,15 @@ import triton
 
 from heal_kernels import configs
 from heal_kernels._kernels.matmul import _heal_matmul_kernel, _split_kernel
-from heal_kernels._runtime import arch_key, check_contiguous, check_positive_int, check_shape, check_tensor, out_buffer
+from heal_kernels._runtime import (
+    arch_key,
+    check_contiguous,
+    check_positive_int,
+    check_shape,
+    check_tensor,
+    is_capturing,
+    out_buffer,
+)
 from heal_kernels.reduce import shard_sum
 
 WEIGHT_DTYPES = (torch.bfloat16, torch.float16)
@@ -127,7 +135,7 @@ def heal_matmul(
         check_shape("w.scale", wscale, (wt.shape[0],))
     else:
         check_tensor("w", w, dtypes=WEIGHT_DTYPES, ndim=2, device=dev)
-        if dev.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        if is_capturing(dev):
             raise ValueError("w is a raw 16-bit weight, converted on every call with a host sync, which CUDA-graph "
                              "capture cannot hold; pass prepare_weight(w) instead")
         w = prepare_weight(w)  # raises, naming w, on inf or nan
@@ -149,7 +157,7 @@ def heal_matmul(
             f"K={k} does not split into k_shards={k_shards} shards of whole {numerics.block_k}-wide K tiles"
         )
     # Outside CUDA-graph capture every launch costs host time: small batches split x in the kernel.
-    eager = m <= configs.EAGER_SMALL_M and not (dev.type == "cuda" and torch.cuda.is_current_stream_capturing())
+    eager = not is_capturing(dev)
     shard_grid = configs.matmul_shard_grid(arch, m, k_shards, eager=eager)
     tiles = tiles or configs.matmul_tiles(arch, m, n, k_shards=k_shards, shard_grid=shard_grid, eager=eager)
     if k_shards > 1 and not shard_grid and tiles.n_halves != 1:  # the in-program sum holds two accumulators

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from heal_kernels._runtime import is_capturing
 from heal_kernels.activation import gelu_tanh_and_mul, silu_and_mul
 from heal_kernels.norm import rms_norm
 from heal_kernels.rope import apply_rotary
@@ -31,8 +32,7 @@ class _CheckedPositions:
 def note_checked_positions(positions: torch.Tensor | None) -> None:
     """Called by the backend once per batch, before any layer runs (None: forget, e.g. for CUDA graphs)."""
     _CheckedPositions.positions = None
-    if positions is None or positions.numel() == 0 or (
-            positions.is_cuda and torch.cuda.is_current_stream_capturing()):
+    if positions is None or positions.numel() == 0 or is_capturing(positions.device):
         return
     lo, hi = (int(v) for v in positions.aminmax())
     _CheckedPositions.positions, _CheckedPositions.lo, _CheckedPositions.hi = positions, lo, hi

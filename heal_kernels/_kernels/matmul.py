@@ -39,25 +39,26 @@ def _split_kernel(
 
 
 @triton.jit
-def _tile_product(hi_ptrs, lo_ptrs, b_ptrs, mask_a, mask_b, EXACT: tl.constexpr):
-    """One tile's lo . w + hi . w as one fresh MMA chain (FP32 result)."""
-    b = tl.load(b_ptrs, mask=mask_b, other=0.0)
-    a_hi = tl.load(hi_ptrs, mask=mask_a, other=0.0)
-    a_lo = tl.load(lo_ptrs, mask=mask_a, other=0.0)
-    return _dot2(a_hi, a_lo, b, EXACT)
+def _tile_product(hi_ptrs, lo_ptrs, ts_ptrs, b_ptrs, mask_a, mask_ts, mask_b, SPLIT_X: tl.constexpr,
+                  EXACT: tl.constexpr):
+    """One tile's lo . w + hi . w as one fresh MMA chain (FP32 result), and the tile's 2**-shift [BLOCK_M, 1].
 
-
-@triton.jit
-def _tile_product_x(x_ptrs, b_ptrs, mask_a, mask_b, EXACT: tl.constexpr):
-    """The same from the FP32 activations, split here: (product, the tile's 2**-shift [BLOCK_M, 1]).
-
-    _split_tile of a tile depends on that tile alone, so the parts, and the bits, are the ones
-    _split_kernel would have written; every program along N repeats the split of its rows.
+    SPLIT_X: hi_ptrs address the FP32 activations, split here.  _split_tile of a tile depends on
+    that tile alone, so the parts, and the bits, are the ones _split_kernel would have written;
+    every program along N repeats the split of its rows.  A masked-off tile is all zero: p = 0,
+    shift 1.
     """
+    if not SPLIT_X:
+        inv = tl.load(ts_ptrs, mask=mask_ts, other=1.0)[:, None]
     b = tl.load(b_ptrs, mask=mask_b, other=0.0)
-    x = tl.load(x_ptrs, mask=mask_a, other=0.0).to(tl.float32)
-    a_hi, a_lo, inv = _split_tile(x)
-    return _dot2(a_hi, a_lo, b, EXACT), inv[:, None]
+    if SPLIT_X:
+        x = tl.load(hi_ptrs, mask=mask_a, other=0.0).to(tl.float32)
+        a_hi, a_lo, inv = _split_tile(x)
+        inv = inv[:, None]
+    else:
+        a_hi = tl.load(hi_ptrs, mask=mask_a, other=0.0)
+        a_lo = tl.load(lo_ptrs, mask=mask_a, other=0.0)
+    return _dot2(a_hi, a_lo, b, EXACT), inv
 
 
 @triton.jit
@@ -99,21 +100,14 @@ def _k_tiles(
             # all false past the range's last tile: p = 0, acc unchanged
             mask_k = ((t * BLOCK_K + offs_k) < K) & (t < t_end)
             mask_a = mask_m[:, None] & mask_k[None, :]
-            if SPLIT_X:  # a masked-off tile is all zero: p = 0, inv = 1
-                p0, inv = _tile_product_x(hi_ptrs + u * BLOCK_K, b0_ptrs + u * BLOCK_K, mask_a,
-                                          mask_k[:, None] & (offs_n0 < N)[None, :], EXACT)
-            else:
-                inv = tl.load(ts_ptrs + u, mask=mask_m & (t < t_end), other=1.0)[:, None]
-                p0 = _tile_product(hi_ptrs + u * BLOCK_K, lo_ptrs + u * BLOCK_K, b0_ptrs + u * BLOCK_K,
-                                   mask_a, mask_k[:, None] & (offs_n0 < N)[None, :], EXACT)
+            mask_ts = mask_m & (t < t_end)
+            p0, inv = _tile_product(hi_ptrs + u * BLOCK_K, lo_ptrs + u * BLOCK_K, ts_ptrs + u, b0_ptrs + u * BLOCK_K,
+                                    mask_a, mask_ts, mask_k[:, None] & (offs_n0 < N)[None, :], SPLIT_X, EXACT)
             acc0 = tl.fma(p0, inv, acc0)  # p * inv is exact: one rounding, to nearest
             if N_HALVES == 2:
-                if SPLIT_X:
-                    p1, _ = _tile_product_x(hi_ptrs + u * BLOCK_K, b1_ptrs + u * BLOCK_K, mask_a,
-                                            mask_k[:, None] & (offs_n1 < N)[None, :], EXACT)
-                else:
-                    p1 = _tile_product(hi_ptrs + u * BLOCK_K, lo_ptrs + u * BLOCK_K, b1_ptrs + u * BLOCK_K,
-                                       mask_a, mask_k[:, None] & (offs_n1 < N)[None, :], EXACT)
+                p1, _ = _tile_product(hi_ptrs + u * BLOCK_K, lo_ptrs + u * BLOCK_K, ts_ptrs + u,
+                                      b1_ptrs + u * BLOCK_K, mask_a, mask_ts,
+                                      mask_k[:, None] & (offs_n1 < N)[None, :], SPLIT_X, EXACT)
                 acc1 = tl.fma(p1, inv, acc1)
         hi_ptrs += BLOCK_K * K_UNROLL
         lo_ptrs += BLOCK_K * K_UNROLL
