@@ -11,7 +11,7 @@ A variant is what changes under real serving while the prompt stays the same:
 | ``chunk64`` | ``--chunked-prefill-size 64`` | all together |
 | ``radix-warm`` | defaults | all together twice; the second pass, on a warm radix cache, is recorded |
 | ``clients32`` | defaults | 32 concurrent clients, each request after a random 0-50 ms delay |
-| ``tp2`` | ``--tp-size 2`` (heal: ``HEAL_ROW_SHARDS=4``) | all together |
+| ``tp2`` | ``--tp-size 2`` (heal: the default ``HEAL_ROW_SHARDS``, 2, serves TP 1 and 2) | all together |
 | ``flashinfer`` | ``--attention-backend flashinfer`` (bf16 and det only) | all together |
 
 A variant that cannot run here is skipped and the reason written next to the results
