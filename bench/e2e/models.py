@@ -37,6 +37,12 @@ SHAPES = {
     "qwen3-small": ("qwen3", dict(hidden_size=1024, intermediate_size=3072, num_hidden_layers=8,
                                   num_attention_heads=16, num_key_value_heads=8, head_dim=128, vocab_size=32000,
                                   tie_word_embeddings=True)),
+    # for CPU runs under the Triton interpreter (bench.errormap's tests)
+    "llama-tiny": ("llama", dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, vocab_size=512)),
+    "qwen3-tiny": ("qwen3", dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, head_dim=64, vocab_size=512,
+                                 tie_word_embeddings=True)),
 }
 
 
