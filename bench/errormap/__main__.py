@@ -131,11 +131,13 @@ def cmd_map(a) -> int:
     with torch.no_grad():
         for i, ids in enumerate(prompts):
             x = torch.tensor(ids, device=dev)
+            truth = maps.Recorder(ck.eps)  # one float64 run per prompt, shared by the modes
+            model.forward(ck, model.Ops(ck, "f64", truth.reference), x)
             for m in modes:
-                rec = recs[m]
-                rec.next_sequence()
-                model.forward(ck, model.Ops(ck, "f64", rec.reference), x)
-                model.forward(ck, model.Ops(ck, m, rec.compare), x)
+                recs[m].next_sequence(truth.ref)
+                model.forward(ck, model.Ops(ck, m, recs[m].compare), x)
+                if recs[m]._i != len(truth.ref):
+                    raise RuntimeError(f"mode {m} passed {recs[m]._i} boundaries, the float64 run {len(truth.ref)}")
             print(f"[errormap] prompt {i + 1}/{len(prompts)} ({len(ids)} tokens), {time.time() - t0:.0f} s",
                   file=sys.stderr, flush=True)
     for m in modes:

@@ -121,5 +121,6 @@ class Recorder:
         if kernel == "attention" and self.split:
             self.stats.add_attention(layer, inputs, y.detach())
 
-    def next_sequence(self):
-        self.ref, self._i = [], 0
+    def next_sequence(self, ref: list | None = None):
+        """Start a new sequence, against ``ref`` (another recorder's float64 values) or a fresh run."""
+        self.ref, self._i = ([] if ref is None else ref), 0
