@@ -101,7 +101,9 @@ def map_plots(result: dict, prefix: str) -> list[str]:
                     grid[i, layers.index(r["layer"])] = math.log10(v) if v > 0 else np.nan
             im = ax.imshow(grid, aspect="auto", cmap="viridis")
             ax.set_title(f"{mode}: log10 {title}")
-            ax.set_xlabel("layer")
+            ax.set_xlabel(f"layer ({layers[-1]}: the final norm and logits)")
+            step = max(1, len(layers) // 8)
+            ax.set_xticks(range(0, len(layers), step), [str(v) for v in layers[::step]])
             ax.set_yticks(range(len(kernels)), kernels)
             fig.colorbar(im, ax=ax)
         fig.tight_layout()
