@@ -167,7 +167,9 @@ def test_heal_serves_each_family_batch_invariantly(name):
     finally:
         eng.shutdown()
     assert all(len(t) == 64 for t in together)
-    assert together == single
+    diff = [(i, next(j for j, (a, b) in enumerate(zip(t, s, strict=True)) if a != b))
+            for i, (t, s) in enumerate(zip(together, single, strict=True)) if t != s]
+    assert not diff, f"{name}: prompts (index, first differing token) batched vs alone: {diff}"
 
 
 @pytest.mark.parametrize("mode", ["layercast", "fp32"])
