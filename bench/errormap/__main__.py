@@ -29,7 +29,7 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1" else "cpu"
 
 
-def _prompts(a, path: str | None = None) -> tuple[str, list[list[int]]]:
+def _prompts(a) -> tuple[str, list[list[int]]]:
     """(checkpoint path, token ids of each prompt, truncated to --max-prompt-tokens from the end)."""
     from transformers import AutoTokenizer
 
@@ -37,14 +37,13 @@ def _prompts(a, path: str | None = None) -> tuple[str, list[list[int]]]:
 
     chosen = tasks.select(a.tasks)
     per_task = max(1, math.ceil(a.prompts / len(chosen)))
-    texts = [e.prompt for t in chosen for e in t.examples(per_task, a.seed)][: a.prompts]
-    if path is None:
-        if a.model:
-            from bench.mcr.__main__ import _checkpoint
+    corpus = [e.prompt for t in chosen for e in t.examples(per_task, a.seed)]
+    texts = corpus[: a.prompts]
+    path = a.model_path
+    if a.model:
+        from bench.mcr.__main__ import _checkpoint
 
-            path = _checkpoint(a.model, a.root, [e.prompt for t in chosen for e in t.examples(per_task, a.seed)])
-        else:
-            path = a.model_path
+        path = _checkpoint(a.model, a.root, corpus)
     tok = AutoTokenizer.from_pretrained(path)
     ids = [tok(t)["input_ids"][-a.max_prompt_tokens:] for t in texts]
     return path, [i for i in ids if i]
@@ -129,17 +128,18 @@ def cmd_map(a) -> int:
     result = {"model": a.model or a.model_path, "device": torch.cuda.get_device_name() if dev == "cuda" else "cpu",
               "prompts": len(prompts), "tokens": sum(map(len, prompts)), "modes": {}, "attention_split": {}}
     recs = {m: maps.Recorder(ck.eps, split_attention=(m == "heal" or a.split_all)) for m in modes}
+    truth = maps.Recorder(ck.eps)  # one float64 run per prompt, shared by the modes
+    ops = {"f64": model.Ops(ck, "f64", truth.reference), **{m: model.Ops(ck, m, recs[m].compare) for m in modes}}
     t0 = time.time()
     with torch.no_grad():
         for i, ids in enumerate(prompts):
             x = torch.tensor(ids, device=dev)
-            truth = maps.Recorder(ck.eps)  # one float64 run per prompt, shared by the modes
-            model.forward(ck, model.Ops(ck, "f64", truth.reference), x)
+            truth.next_sequence()
+            model.forward(ck, ops["f64"], x)
             for m in modes:
                 recs[m].next_sequence(truth.ref)
-                model.forward(ck, model.Ops(ck, m, recs[m].compare), x)
-                if recs[m]._i != len(truth.ref):
-                    raise RuntimeError(f"mode {m} passed {recs[m]._i} boundaries, the float64 run {len(truth.ref)}")
+                model.forward(ck, ops[m], x)
+                recs[m].check_complete(m)
             print(f"[errormap] prompt {i + 1}/{len(prompts)} ({len(ids)} tokens), {time.time() - t0:.0f} s",
                   file=sys.stderr, flush=True)
     for m in modes:
@@ -160,17 +160,14 @@ def cmd_map(a) -> int:
 
 def sweep_summary(outputs: dict, reference: str = "fp32") -> dict:
     """{mode: {flip_rate, identical, mean_common_prefix, n}} against ``reference``'s greedy outputs."""
+    from bench.mcr.metrics import common_prefix
+
     ref = outputs[reference]
     out = {}
     for mode, seqs in outputs.items():
         if mode == reference:
             continue
-        prefix = []
-        for s, r in zip(seqs, ref, strict=True):
-            n = 0
-            while n < min(len(s), len(r)) and s[n] == r[n]:
-                n += 1
-            prefix.append(n)
+        prefix = [common_prefix(s, r) for s, r in zip(seqs, ref, strict=True)]
         same = sum(s == r for s, r in zip(seqs, ref, strict=True))
         out[mode] = {"n": len(seqs), "identical": same, "flip_rate": 1 - same / len(seqs),
                      "mean_common_prefix": sum(prefix) / len(prefix)}

@@ -121,6 +121,11 @@ class Recorder:
         if kernel == "attention" and self.split:
             self.stats.add_attention(layer, inputs, y.detach())
 
+    def check_complete(self, mode: str) -> None:
+        """The mode passed every boundary the float64 run did (a missing one would go unmapped)."""
+        if self._i != len(self.ref):
+            raise RuntimeError(f"mode {mode} passed {self._i} boundaries, the float64 run {len(self.ref)}")
+
     def next_sequence(self, ref: list | None = None):
         """Start a new sequence, against ``ref`` (another recorder's float64 values) or a fresh run."""
         self.ref, self._i = ([] if ref is None else ref), 0

@@ -49,7 +49,6 @@ class Layer:
 
 @dataclass
 class Checkpoint:
-    family: str
     n_heads: int
     n_kv: int
     head_dim: int
@@ -60,7 +59,6 @@ class Checkpoint:
     lm_head: torch.Tensor
     inv_freq: torch.Tensor  # float64
     attn_scaling: float
-    vocab: int
 
     @property
     def n_layers(self) -> int:
@@ -116,10 +114,10 @@ def load(path: str, device: str = "cpu") -> Checkpoint:
     else:
         inv, scaling = ROPE_INIT_FUNCTIONS[rope_type](cfg, "cpu")
         inv_freq = inv.double()
-    return Checkpoint(family=family, n_heads=n_heads, n_kv=n_kv, head_dim=head_dim, eps=cfg.rms_norm_eps,
+    return Checkpoint(n_heads=n_heads, n_kv=n_kv, head_dim=head_dim, eps=cfg.rms_norm_eps,
                       embed=embed, layers=layers, norm=get("model.norm.weight"),
                       lm_head=sd.get("lm_head.weight", embed), inv_freq=inv_freq.to(device),
-                      attn_scaling=float(scaling), vocab=embed.shape[0])
+                      attn_scaling=float(scaling))
 
 
 def cos_sin(ck: Checkpoint, n: int, dtype: torch.dtype) -> torch.Tensor:
@@ -147,11 +145,12 @@ def parse_mode(mode: str) -> tuple[str, int | None]:
 
 
 class Ops:
-    """One mode's kernels. Each returns its output and calls ``record(kernel, layer, inputs, output,
-    extra)``; ``inputs`` are what the kernel read, so the map can recompute it in float64."""
+    """One mode's kernels. Each returns its output and calls ``record(kernel, layer, inputs, output)``;
+    ``inputs`` are what the kernel read, so the map can recompute it in float64. The heal weights
+    are converted once per Ops, so one Ops serves every prompt of a mode."""
 
     def __init__(self, ck: Checkpoint, mode: str, record=None):
-        self.ck, self.mode = ck, mode
+        self.ck = ck
         self.kind, self.bits = parse_mode(mode)
         self.record = record or (lambda *a, **k: None)
         self.dtype = torch.float64 if self.kind == "f64" else torch.float32
@@ -182,12 +181,11 @@ class Ops:
         if self.kind == "heal":
             from heal_kernels import heal_matmul
 
+            # a K that does not split into the shards is refused by heal_matmul, as the plugin refuses it
             shards = self.row_shards if row_parallel else 1
-            k = w.shape[1]
-            if shards > 1 and (k % shards or (k // shards) % 64):
-                shards = 1  # as the plugin: a K that does not split into whole 64-wide tiles is refused there
             y = heal_matmul(x, self._hw(w), None if b is None else b.float(), k_shards=shards)
         else:
+            # not reference.matmul_ref: it widens the weight to float64 first, 4 GB for an 8B lm_head
             y = x @ w.to(self.dtype).T
             if b is not None:
                 y = y + b.to(self.dtype)
@@ -205,10 +203,10 @@ class Ops:
             else:
                 out, r = rms_norm(x, w, self.ck.eps, residual)
         else:
-            r = x if residual is None else self._b(x + residual)
-            r64 = r.double() if self.kind == "f64" else r
-            var = r64.pow(2).mean(-1, keepdim=True)
-            out = self._b((r64 * torch.rsqrt(var + self.ck.eps) * w.to(r64.dtype)).to(self.dtype))
+            from heal_kernels.reference import rms_norm_ref
+
+            r = x if residual is None else self._b(x + residual)  # the sum is a boundary of its own here
+            out = self._b(rms_norm_ref(r, w, self.ck.eps, dtype=self.dtype))
         if residual is not None:
             self.record("residual", layer, {"x": x, "residual": residual}, r)
         self.record(name, layer, {"x": r, "w": w}, out)
@@ -262,8 +260,9 @@ class Ops:
 
             y = silu_and_mul(x)
         else:
-            d = x.shape[-1] // 2
-            y = self._b(torch.nn.functional.silu(x[:, :d]) * x[:, d:])
+            from heal_kernels.reference import silu_and_mul_ref
+
+            y = self._b(silu_and_mul_ref(x, dtype=self.dtype))
         self.record("activation", layer, {"x": x}, y)
         return y
 
