@@ -152,6 +152,7 @@ def test_openai_seed_reproduces_a_sampled_completion():
 def test_heal_serves_each_family_batch_invariantly(name):
     from bench.e2e import engines
     from bench.e2e.repro import _gen, prompts
+    from bench.mcr.metrics import common_prefix
 
     path = _model(name)
     from transformers import AutoConfig
@@ -167,8 +168,7 @@ def test_heal_serves_each_family_batch_invariantly(name):
     finally:
         eng.shutdown()
     assert all(len(t) == 64 for t in together)
-    diff = [(i, next(j for j, (a, b) in enumerate(zip(t, s, strict=True)) if a != b))
-            for i, (t, s) in enumerate(zip(together, single, strict=True)) if t != s]
+    diff = [(i, common_prefix(t, s)) for i, (t, s) in enumerate(zip(together, single, strict=True)) if t != s]
     assert not diff, f"{name}: prompts (index, first differing token) batched vs alone: {diff}"
 
 
