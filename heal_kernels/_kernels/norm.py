@@ -20,6 +20,17 @@ def _rmsnorm_kernel(
         h += tl.load(res_ptr + row * stride_r + cols, mask=mask, other=0.0).to(tl.float32)
         tl.store(res_out_ptr + row * stride_ro + cols, h, mask=mask)
     mean_sq = tl.sum(h * h, axis=0) / N
-    rstd = 1.0 / tl.sqrt_rn(mean_sq + eps)
+    # An element above ~1.8e19 squares to inf, which would make rstd 0 and the row finite
+    # zeros. Such a row (only) is rescaled by a power of two first, which is exact; every
+    # other row keeps s = 1, and multiplying by 1 leaves its bits as they were.
+    s = tl.full((), 1.0, tl.float32)
+    if mean_sq == float("inf"):
+        amax = tl.max(tl.abs(h), axis=0)
+        if amax < float("inf"):  # an Inf (or NaN) stays as torch has it
+            e = (amax.to(tl.int32, bitcast=True) >> 23) & 0xFF
+            s = ((286 - e) << 23).to(tl.float32, bitcast=True)  # max |h * s| ~ 2^32
+            hs = h * s
+            mean_sq = tl.sum(hs * hs, axis=0) / N
+    rstd = 1.0 / tl.sqrt_rn(mean_sq + eps * s * s)
     w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-    tl.store(out_ptr + row * stride_o + cols, h * rstd * w, mask=mask)
+    tl.store(out_ptr + row * stride_o + cols, (h * s) * rstd * w, mask=mask)

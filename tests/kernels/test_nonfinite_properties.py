@@ -211,8 +211,6 @@ def test_rms_norm_matches_torch_on_nan_inf_and_tiny_values(seed, n, with_res, da
         assert _bits_equal(out[r], clean[r])
 
 
-@xfail_known("found by this file (issue 12): a row holding an element above ~1.8e19 "
-             "overflows h*h to inf, rstd to 0, and comes out all zeros, finite")
 @FEW
 @given(seed=st.integers(0, 2**16), n=st.integers(1, 300), data=st.data())
 def test_rms_norm_rows_near_fp32_max_are_accurate(seed, n, data):
@@ -221,6 +219,25 @@ def test_rms_norm_rows_near_fp32_max_are_accurate(seed, n, data):
     w = torch.randn(n, generator=gen).to(DEV)
     bad = _poisoned(x, _inject(data, x.shape, HUGE))
     _assert_matches_reference(rms_norm(bad, w, 1e-6), reference.rms_norm_ref(bad, w, 1e-6), 2.0**-20)
+
+
+@FEW
+@given(seed=st.integers(0, 2**16), n=st.integers(4, 300), big=st.sampled_from([2e19, 1e25, 3.4e38]),
+       with_res=st.booleans())
+def test_rms_norm_rows_whose_squares_overflow_are_accurate(seed, n, big, with_res):
+    """Every element of row 0 is +-big, so its sum of squares overflows FP32 even where each square
+    does not (2e19); row 1 is ordinary and keeps the bits it has without row 0."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, n, generator=gen).to(DEV)
+    w = torch.randn(n, generator=gen).to(DEV)
+    res = torch.zeros(2, n, device=DEV) if with_res else None
+    bad = x.clone()
+    bad[0] = torch.where(x[0] < 0, -big, big)
+    out = rms_norm(bad, w, 1e-6, res)
+    out = out[0] if with_res else out
+    _assert_matches_reference(out, reference.rms_norm_ref(bad, w, 1e-6), 2.0**-20)
+    alone = rms_norm(x[1:], w, 1e-6, None if res is None else res[1:])
+    assert _bits_equal(out[1], (alone[0] if with_res else alone)[0])
 
 
 @PROPS
