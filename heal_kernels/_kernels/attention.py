@@ -80,7 +80,9 @@ def _block(
     in_seq = pos_k < seq_len
     kh, kl = _split16(k.to(tl.int32))
     s_int = _qk_int(qh, ql, tl.trans(kh.to(tl.int8)), tl.trans(kl.to(tl.int8)))
-    s = s_int.to(tl.float32) * qs[:, None] * sk[None, :]
+    # the scales multiply first: the exact integer score times q's scale alone overflows for a
+    # q row near FP32's max, where the score itself (times k's scale) is finite
+    s = s_int.to(tl.float32) * (qs[:, None] * sk[None, :])
     if HAS_CAP:
         # cap * tanh(s / cap), tanh(y) = 1 - 2 / (exp(2y) + 1). The tensor goes left of the
         # constexpr: Triton 3.8's interpreter keeps `constexpr * tensor` a constexpr, which exp2 refuses.
