@@ -130,6 +130,8 @@ def quantize(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     amax = torch.where(finite, x.abs(), 0.0).amax(dim=-1)
     # tensor / tensor: on CUDA, torch divides by a Python scalar through its reciprocal
     scale = torch.where(amax > 0, amax / torch.full_like(amax, QMAX), torch.ones_like(amax))
+    # a subnormal scale that rounded down (or to 0) goes one ulp up, as in the kernels
+    scale = torch.where(amax / scale >= QMAX + 0.5, torch.nextafter(scale, torch.full_like(scale, math.inf)), scale)
     q = torch.floor(x / scale[..., None] + 0.5).clamp(-QMAX, QMAX)
     # a row holding NaN or Inf: q = 0, scale NaN (NaN) or +Inf (Inf only), as the kernels store it
     q = torch.where(bad[..., None], 0.0, q)

@@ -92,6 +92,11 @@ def _quantize_rows(x):
     has_nan = tl.max(tl.where(x != x, 1, 0), axis=1) > 0
     amax = tl.max(tl.where(finite, ax, 0.0), axis=1)
     scale = tl.where(amax > 0.0, tl.div_rn(amax, QMAX_F32), 1.0)
+    # A subnormal scale keeps few bits: rounded down, the row's max would need a step above QMAX
+    # and be clamped (~10% off), and below 2^-150 it is 0. One ulp up fixes both; a normal
+    # scale is within 2^-24 of amax / QMAX, never bumped, and keeps its bits.
+    bump = tl.div_rn(amax, scale) >= QMAX_F32 + 0.5
+    scale = tl.where(bump, (scale.to(tl.int32, bitcast=True) + 1).to(tl.float32, bitcast=True), scale)
     q = tl.floor(tl.div_rn(x, scale[:, None]) + 0.5)
     q = tl.minimum(tl.maximum(q, -QMAX_F32), QMAX_F32)
     q = tl.where(bad[:, None], 0.0, q)
