@@ -5,6 +5,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from heal_kernels._kernels.primitives import _pow2
+
 
 @triton.jit
 def _rmsnorm_kernel(
@@ -27,8 +29,8 @@ def _rmsnorm_kernel(
     if mean_sq == float("inf"):
         amax = tl.max(tl.abs(h), axis=0)
         if amax < float("inf"):  # an Inf (or NaN) stays as torch has it
-            e = (amax.to(tl.int32, bitcast=True) >> 23) & 0xFF
-            s = ((286 - e) << 23).to(tl.float32, bitcast=True)  # max |h * s| ~ 2^32
+            e = ((amax.to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127  # floor(log2 amax), 33..127 here
+            s = _pow2(32 - e)  # max |h * s| ~ 2^32
             hs = h * s
             mean_sq = tl.sum(hs * hs, axis=0) / N
     rstd = 1.0 / tl.sqrt_rn(mean_sq + eps * s * s)
