@@ -3,7 +3,7 @@
 Prints, per shape and M, the fastest tiles (CUDA-graph replay median) and checks
 that every tile gives the same bits.  Used to fill configs._GPU_TILES.
 
-    python -m bench.kernels.sweep_tiles [--small-m]       (GPU machine)
+    python -m bench.kernels.sweep_tiles [--small-m | --mid-m]       (GPU machine)
 """
 
 from __future__ import annotations
@@ -69,9 +69,74 @@ def small_m():
                   f"bitwise {same}", flush=True)
 
 
+def _mid_candidates(m: int) -> list[configs.MatmulTiles]:
+    bms = (32, 64) if m <= 64 else (64, 128)
+    out = []
+    for bm in bms:
+        for bn in (32, 64, 128, 256):
+            nw = 8 if bn == 256 or bm == 128 else 4
+            for st in (3, 4):
+                for u in (1, 2):
+                    out.append(T(bm, bn, nw, st, k_unroll=u, n_halves=2 if bn == 256 else 1))
+    return out
+
+
+def mid_m():
+    """Batched-decode M (64-256) with each layer's K shards, both shard placements, wide N tiles included.
+
+    Weights rotate through copies (256 MiB in all) so a weight that fits in L2 is still read from
+    HBM, as in the served model; every candidate must give the shipped tile's bits.
+    """
+    torch.manual_seed(0)
+    grid_choice = configs.matmul_shard_grid
+    for name, n, k in LLAMA3_8B_LINEARS[:4]:
+        shards = 2 if name in ("o_proj", "down_proj") else 1
+        w = (torch.randn(n, k, device="cuda") * 0.02).bfloat16()
+        copies = max(1, (256 << 20) // (n * k * 2))
+        hws = [prepare_weight(w) for _ in range(copies)]
+        whs = [w.half() for _ in range(copies)]
+        for m in (64, 128, 256):
+            x = torch.randn(m, k, device="cuda")
+            xh = x.half()
+            base = us([lambda wh=wh: xh @ wh.T for wh in whs], 2 * copies)
+            shipped_grid = grid_choice("sm90", m, shards)
+            shipped = configs.matmul_tiles("sm90", m, n, k_shards=shards, shard_grid=shipped_grid)
+            places = (False, True) if shards == 2 else (shipped_grid,)
+            res, first, same = [], None, True
+            for grid in places:
+                configs.matmul_shard_grid = lambda arch, mm, ks, eager=False, g=grid: g if ks == 2 else grid_choice(
+                    arch, mm, ks, eager=eager)
+                cands = _mid_candidates(m)
+                if grid == shipped_grid:
+                    cands = [shipped] + [t for t in cands if t != shipped]
+                for t in cands:
+                    if shards == 2 and not grid and t.n_halves != 1:
+                        continue
+                    try:
+                        out = heal_matmul(x, hws[0], tiles=t, k_shards=shards)
+                        fns = [lambda hw=hw, t=t: heal_matmul(x, hw, tiles=t, k_shards=shards) for hw in hws]
+                        res.append((us(fns, 2 * copies), t, grid))
+                    except Exception as e:  # noqa: BLE001 - tiles over the shared-memory limit are skipped
+                        print(f"  skip {t}: {str(e)[:50]}")
+                        continue
+                    first = out if first is None else first
+                    same &= torch.equal(out, first)
+            configs.matmul_shard_grid = grid_choice
+            shipped_us = res[0][0]
+            best = sorted(res, key=lambda r: r[0])
+            top = ", ".join(f"{u:.1f}us {t.block_m}x{t.block_n}w{t.num_warps}s{t.num_stages}u{t.k_unroll}"
+                            f"h{t.n_halves}{' grid' if g else ''}" for u, t, g in best[:4])
+            print(f"{name} M{m} shards {shards}: fp16 {base:.1f}us | shipped {shipped_us:.1f}us "
+                  f"({shipped.block_m}x{shipped.block_n}{' grid' if shipped_grid else ''}) | best {top} | "
+                  f"bitwise {same}", flush=True)
+
+
 def main():
     if "--small-m" in sys.argv:
         small_m()
+        return
+    if "--mid-m" in sys.argv:
+        mid_m()
         return
     torch.manual_seed(0)
     for name, n, k in LLAMA3_8B_LINEARS[:4]:
