@@ -12,6 +12,7 @@ FP32 matmul's (docs/BENCHMARKS.md).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -82,23 +83,71 @@ def prepare_weight(w: torch.Tensor, *, inplace: bool = False, rows_per_chunk: in
     return HealWeight(out, scale)
 
 
-def split_tiles(x: torch.Tensor, block_k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(hi, lo, ts): x[m, k] == ts[m, k // block_k] * (hi[m, k] + lo[m, k]) to ~2**-22 relative.
+@dataclass(frozen=True)
+class SplitX:
+    """FP32 activations split the way heal_matmul's kernels split them (``split_tiles``).
 
-    hi and lo are [M, K] float16, ts is [M, cdiv(K, block_k)] float32 powers of two.
+    x[m, k] == ts[m, k // block_k] * (hi[m, k] + lo[m, k]); hi, lo [M, K] float16, ts
+    [M, cdiv(K, block_k)] float32 powers of two.  A producer of x (RMSNorm, the gated
+    activations) can write these beside x, so the matmul that consumes x needs no split
+    launch: the parts of a tile depend on that tile of that row alone, so they are the
+    same bits wherever they are computed.
+    """
+
+    hi: torch.Tensor
+    lo: torch.Tensor
+    ts: torch.Tensor
+    block_k: int
+
+
+def empty_split(m: int, k: int, block_k: int, device: torch.device) -> SplitX:
+    """Uninitialised SplitX buffers for an [m, k] activation."""
+    return SplitX(
+        torch.empty((m, k), dtype=torch.float16, device=device),
+        torch.empty((m, k), dtype=torch.float16, device=device),
+        torch.empty((m, triton.cdiv(k, block_k)), dtype=torch.float32, device=device),
+        block_k,
+    )
+
+
+def check_split_k(split_k) -> None:
+    """A producer's ``split_k``: 0 (no split) or a power-of-two K tile of at least 16."""
+    if not isinstance(split_k, int) or isinstance(split_k, bool) or split_k < 0 or (
+            split_k and (split_k < 16 or split_k & (split_k - 1))):
+        raise ValueError(f"split_k must be 0 (no split) or a power of two >= 16, got {split_k!r}")
+
+
+def check_split(name: str, split: SplitX, m: int, k: int, block_k: int, device: torch.device) -> None:
+    """A SplitX of an [m, k] activation made with K tile block_k (raises ValueError naming `name`)."""
+    if not isinstance(split, SplitX):
+        raise ValueError(f"{name} must be a heal_kernels.matmul.SplitX, got {type(split).__name__}")
+    if split.block_k != block_k:
+        raise ValueError(f"{name} was split with {split.block_k}-wide K tiles but this matmul's numerics use "
+                         f"{block_k}")
+    for part, t, dtype, shape in (("hi", split.hi, torch.float16, (m, k)), ("lo", split.lo, torch.float16, (m, k)),
+                                  ("ts", split.ts, torch.float32, (m, triton.cdiv(k, block_k)))):
+        check_tensor(f"{name}.{part}", t, dtypes=(dtype,), ndim=2, device=device)
+        check_shape(f"{name}.{part}", t, shape)
+    if split.hi.stride() != split.lo.stride():
+        raise ValueError(f"{name}.hi and {name}.lo must have the same strides, got {split.hi.stride()} and "
+                         f"{split.lo.stride()}")
+
+
+def split_tiles(x: torch.Tensor, block_k: int, *, out: SplitX | None = None) -> SplitX:
+    """x's SplitX: x[m, k] == ts[m, k // block_k] * (hi[m, k] + lo[m, k]) to ~2**-22 relative.
+
+    ``out``: optional SplitX buffers (``empty_split``) to write into.
     """
     m, k = x.shape
     kt = triton.cdiv(k, block_k)
-    hi = torch.empty((m, k), dtype=torch.float16, device=x.device)
-    lo = torch.empty((m, k), dtype=torch.float16, device=x.device)
-    ts = torch.empty((m, kt), dtype=torch.float32, device=x.device)
+    split = out if out is not None else empty_split(m, k, block_k, x.device)
     if m > 0 and k > 0:
         tiles = min(_SPLIT_TILES, triton.next_power_of_2(kt))
         _split_kernel[(m, triton.cdiv(kt, tiles))](
-            x, hi, lo, ts, k, kt, x.stride(0), hi.stride(0), ts.stride(0),
+            x, split.hi, split.lo, split.ts, k, kt, x.stride(0), split.hi.stride(0), split.ts.stride(0),
             BLOCK_K=block_k, TILES=tiles, num_warps=4,
         )
-    return hi, lo, ts
+    return split
 
 
 def heal_matmul(
@@ -110,6 +159,7 @@ def heal_matmul(
     tiles: configs.MatmulTiles | None = None,
     numerics: configs.MatmulNumerics | None = None,
     k_shards: int = 1,
+    x_split: SplitX | None = None,
 ) -> torch.Tensor:
     """x float32 [M, K] @ w[N, K].T + bias -> float32 [M, N].
 
@@ -125,6 +175,10 @@ def heal_matmul(
     layer's HEAL_ROW_SHARDS tree, which is what lets TP ranks compute slices of it.  It is
     part of the numerics (the caller fixes it per layer, never per batch); whether the
     shards run in separate programs or one is a launch choice that never changes a bit.
+
+    ``x_split``: x already split (``SplitX``, written by x's producer or ``split_tiles``) with
+    this matmul's K tile; the kernel reads it instead of splitting x (same bits, no split
+    launch).  It must be x's split: it is not checked against x's values.
     """
     check_tensor("x", x, dtypes=(torch.float32,), ndim=2)
     dev = x.device
@@ -162,6 +216,10 @@ def heal_matmul(
     tiles = tiles or configs.matmul_tiles(arch, m, n, k_shards=k_shards, shard_grid=shard_grid, eager=eager)
     if k_shards > 1 and not shard_grid and tiles.n_halves != 1:  # the in-program sum holds two accumulators
         raise ValueError(f"two shards summed in the program need tiles with n_halves=1, got {tiles}")
+    if x_split is not None:
+        check_split("x_split", x_split, m, k, numerics.block_k, dev)
+        if tiles.split_x:  # the parts are there: the same tile reading them (same bits, less work)
+            tiles = dataclasses.replace(tiles, split_x=False)
     out = out_buffer("out", out, (m, n), dev)
     if m == 0 or n == 0:
         return out
@@ -170,7 +228,8 @@ def heal_matmul(
     if tiles.split_x:  # the kernel splits x's tiles itself: no split launch, no hi / lo / ts buffers
         hi, lo, ts = x, x, x
     else:
-        hi, lo, ts = split_tiles(x, numerics.block_k)
+        split = x_split if x_split is not None else split_tiles(x, numerics.block_k)
+        hi, lo, ts = split.hi, split.lo, split.ts
     # The shards' sums go to partials, summed by _shard_sum_kernel, when they are spread over programs.
     part = torch.empty((k_shards, m, n), dtype=torch.float32, device=dev) if shard_grid else out
     grid = (triton.cdiv(m, tiles.block_m) * triton.cdiv(n, tiles.block_n), k_shards if shard_grid else 1)

@@ -16,7 +16,7 @@ from heal_kernels.attention import attention_decode, attention_extend, validate_
 from heal_kernels.kv_int16 import check_slots
 from heal_sglang import compat
 from heal_sglang.kv_cache import is_int16_pool, layer_cache
-from heal_sglang.ops import note_checked_positions
+from heal_sglang.ops import forget_presplit, note_checked_positions
 
 
 @dataclass
@@ -63,6 +63,7 @@ class HealAttnBackend(AttentionBackend):
         return kv_indptr
 
     def init_forward_metadata(self, forward_batch):
+        forget_presplit()  # a split left by the last batch (e.g. its final norm's) is never read
         mode = forward_batch.forward_mode
         bs = forward_batch.batch_size
         if not (mode.is_decode_or_idle() or mode.is_extend()):
@@ -108,6 +109,7 @@ class HealAttnBackend(AttentionBackend):
         self.graph_kv_indices = torch.zeros(max_bs * self.max_context_len, dtype=torch.int64, device=self.device)
 
     def init_forward_metadata_out_graph(self, forward_batch, in_capture: bool = False):
+        forget_presplit()
         mode = forward_batch.forward_mode
         if not mode.is_decode_or_idle() or forward_batch.spec_info is not None:
             raise NotImplementedError(f"--attention-backend heal captures decode CUDA graphs only, got {mode.name}")

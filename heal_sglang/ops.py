@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import torch
 
-from heal_kernels._runtime import is_capturing
+from heal_kernels import configs
+from heal_kernels._runtime import arch_key, is_capturing
 from heal_kernels.activation import gelu_tanh_and_mul, silu_and_mul
+from heal_kernels.matmul import SplitX
 from heal_kernels.norm import rms_norm
 from heal_kernels.rope import apply_rotary
 from heal_sglang import state
@@ -43,6 +45,51 @@ def _positions_checked(positions: torch.Tensor, cache_len: int) -> bool:
     return positions is c.positions and c.lo >= 0 and c.hi < cache_len
 
 
+class _Presplit:
+    """The last FP32 activation a heal-mode producer wrote together with its heal_matmul split.
+
+    RMSNorm (the hidden-size norms: their output feeds qkv, gate_up and the lm_head) and the
+    gated activations (feeding down_proj) write the split of their output in the same kernel;
+    the linear layer that receives exactly that tensor takes the split (``take_presplit``) and
+    launches no split kernel.  The entry holds the tensor itself, so its memory cannot be reused
+    by another tensor while the entry lives; a write to it (any view) bumps its version, and the
+    entry no longer matches.  One entry: every producer's consumer is the next linear layer.
+    """
+
+    tensor: torch.Tensor | None = None
+    version = -1
+    split: SplitX | None = None
+
+
+PRESPLIT_ATTR = "_heal_presplit"  # set by the post-load audit on the RMSNorm modules whose output feeds a linear
+
+
+def forget_presplit() -> None:
+    _Presplit.tensor, _Presplit.split, _Presplit.version = None, None, -1
+
+
+def _note_presplit(t: torch.Tensor, split: SplitX) -> None:
+    _Presplit.tensor, _Presplit.split, _Presplit.version = t, split, t._version
+
+
+def take_presplit(x: torch.Tensor) -> SplitX | None:
+    """The split written with x by its producer, if x is that very tensor, unmodified; else None."""
+    t = _Presplit.tensor
+    if (t is None or x.data_ptr() != t.data_ptr() or x.shape != t.shape or x.stride() != t.stride()
+            or x.device != t.device or x._version != _Presplit.version):
+        return None
+    split = _Presplit.split
+    forget_presplit()
+    return split
+
+
+def _split_k(x: torch.Tensor) -> int:
+    """The K tile heal's matmuls split an input of x's width with (0: not in heal mode)."""
+    if state.mode() != state.HEAL:
+        return 0
+    return configs.matmul_numerics(arch_key(x.device), torch.float16, 0, x.shape[-1]).block_k
+
+
 def _active(x: torch.Tensor) -> bool:
     return state.fp32_ops() and x.dtype == torch.float32
 
@@ -60,20 +107,36 @@ def rmsnorm_forward_cuda(orig, self, x, residual=None, post_residual_addition=No
         return self.forward_native(x, residual, post_residual_addition)
     shape = x.shape
     x2 = x.reshape(-1, shape[-1])
+    split_k = _split_k(x) if getattr(self, PRESPLIT_ATTR, False) else 0
     if residual is None:
-        return rms_norm(x2, self.weight, self.variance_epsilon).view(shape)
-    r2 = residual.view(-1, shape[-1])
-    if residual.dtype != torch.float32:
-        raise ValueError(f"RMSNorm residual is {residual.dtype}; the FP32 residual stream must stay float32")
-    out, _ = rms_norm(x2, self.weight, self.variance_epsilon, r2, residual_out=r2)
-    return out.view(shape), residual
+        res = rms_norm(x2, self.weight, self.variance_epsilon, split_k=split_k)
+        out, split = res if split_k else (res, None)
+    else:
+        r2 = residual.view(-1, shape[-1])
+        if residual.dtype != torch.float32:
+            raise ValueError(f"RMSNorm residual is {residual.dtype}; the FP32 residual stream must stay float32")
+        res = rms_norm(x2, self.weight, self.variance_epsilon, r2, residual_out=r2, split_k=split_k)
+        out, split = res[0], (res[2] if split_k else None)
+    if split is not None:
+        _note_presplit(out, split)
+    return out.view(shape) if residual is None else (out.view(shape), residual)
 
 
 def silu_and_mul_forward_cuda(orig, self, x):
     if not _active(x):
         return orig(self, x)
+    return _gated(silu_and_mul, x)
+
+
+def _gated(fn, x: torch.Tensor) -> torch.Tensor:
+    """fn (silu_and_mul / gelu_tanh_and_mul) over x's rows; in heal mode with the split of its output."""
     shape = x.shape
-    return silu_and_mul(x.reshape(-1, shape[-1])).view(*shape[:-1], shape[-1] // 2)
+    split_k = _split_k(x)
+    res = fn(x.reshape(-1, shape[-1]), split_k=split_k)
+    out = res[0] if split_k else res
+    if split_k:
+        _note_presplit(out, res[1])
+    return out.view(*shape[:-1], shape[-1] // 2)
 
 
 def gelu_and_mul_forward_cuda(orig, self, x):
@@ -82,8 +145,7 @@ def gelu_and_mul_forward_cuda(orig, self, x):
     if self.approximate != "tanh":
         # exact erf GELU: SGLang's FP32 torch path, elementwise (so batch invariant); no served family uses it
         return self.forward_native(x)
-    shape = x.shape
-    return gelu_tanh_and_mul(x.reshape(-1, shape[-1])).view(*shape[:-1], shape[-1] // 2)
+    return _gated(gelu_tanh_and_mul, x)
 
 
 def rotary_forward_cuda(orig, self, positions, query, key, offsets=None, fused_set_kv_buffer_arg=None):

@@ -134,6 +134,21 @@ def check_heal_model(model, architectures) -> None:
             "quant_config to them) and would compute at other numerics: " + ", ".join(bad[:8])
             + (f" and {len(bad) - 8} more" if len(bad) > 8 else "")
         )
+    mark_presplit_norms(model)
+
+
+def mark_presplit_norms(model) -> None:
+    """The hidden-size RMSNorms (input, post-attention, final: they feed qkv, gate_up and the lm_head)
+    write their output's heal_matmul split too (heal_sglang.ops); per-head norms (Qwen3's q/k norms)
+    feed no linear layer and do not."""
+    from sglang.srt.layers.layernorm import RMSNorm
+
+    from heal_sglang.ops import PRESPLIT_ATTR
+
+    hidden = getattr(getattr(model, "config", None), "hidden_size", None)
+    for mod in model.modules():
+        if isinstance(mod, RMSNorm) and hidden is not None and mod.weight.numel() == hidden:
+            setattr(mod, PRESPLIT_ATTR, True)
 
 
 def _row_parallel_forward(orig, self, *a, **k):

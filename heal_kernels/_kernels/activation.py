@@ -5,11 +5,13 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from heal_kernels._kernels.primitives import _split_row_tiles
+
 
 @triton.jit
 def _act_and_mul_kernel(
-    x_ptr, out_ptr, D, stride_x, stride_o,
-    ACT: tl.constexpr, BLOCK_D: tl.constexpr,
+    x_ptr, out_ptr, hi_ptr, lo_ptr, ts_ptr, D, KT, stride_x, stride_o, stride_h, stride_t,
+    ACT: tl.constexpr, BLOCK_D: tl.constexpr, SPLIT: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -22,3 +24,8 @@ def _act_and_mul_kernel(
         z = 2.0 * 0.7978845608028654 * (a + 0.044715 * a * a * a)
     y = a / (1.0 + tl.exp(-z))
     tl.store(out_ptr + row * stride_o + cols, y * b, mask=mask)
+    if SPLIT:  # heal_matmul's split of this block's K tiles, read back from what was stored
+        tl.debug_barrier()
+        TILES: tl.constexpr = BLOCK_D // BLOCK_K
+        _split_row_tiles(out_ptr + row * stride_o, hi_ptr + row * stride_h, lo_ptr + row * stride_h,
+                         ts_ptr + row * stride_t, tl.program_id(1) * TILES, D, KT, TILES, BLOCK_K)

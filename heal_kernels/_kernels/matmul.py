@@ -17,7 +17,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from heal_kernels._kernels.primitives import _dot2, _split_tile
+from heal_kernels._kernels.primitives import _dot2, _split_row_tiles, _split_tile
 
 
 @triton.jit
@@ -28,14 +28,8 @@ def _split_kernel(
 ):
     """One program per (row, TILES consecutive K tiles): hi, lo [M, K] fp16 and ts [M, KT] fp32."""
     row = tl.program_id(0).to(tl.int64)
-    t = tl.program_id(1) * TILES + tl.arange(0, TILES)
-    cols = t[:, None] * BLOCK_K + tl.arange(0, BLOCK_K)[None, :]
-    mask = cols < K
-    x = tl.load(x_ptr + row * stride_xm + cols, mask=mask, other=0.0).to(tl.float32)
-    hi, lo, inv = _split_tile(x)
-    tl.store(hi_ptr + row * stride_hm + cols, hi, mask=mask)
-    tl.store(lo_ptr + row * stride_hm + cols, lo, mask=mask)
-    tl.store(ts_ptr + row * stride_tm + t, inv, mask=t < KT)
+    _split_row_tiles(x_ptr + row * stride_xm, hi_ptr + row * stride_hm, lo_ptr + row * stride_hm,
+                     ts_ptr + row * stride_tm, tl.program_id(1) * TILES, K, KT, TILES, BLOCK_K)
 
 
 @triton.jit

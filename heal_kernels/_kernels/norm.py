@@ -5,14 +5,14 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from heal_kernels._kernels.primitives import _pow2
+from heal_kernels._kernels.primitives import _pow2, _split_row_tiles
 
 
 @triton.jit
 def _rmsnorm_kernel(
-    x_ptr, res_ptr, w_ptr, out_ptr, res_out_ptr,
-    N, stride_x, stride_r, stride_o, stride_ro, eps,
-    HAS_RESIDUAL: tl.constexpr, BLOCK_N: tl.constexpr,
+    x_ptr, res_ptr, w_ptr, out_ptr, res_out_ptr, hi_ptr, lo_ptr, ts_ptr,
+    N, KT, stride_x, stride_r, stride_o, stride_ro, stride_h, stride_t, eps,
+    HAS_RESIDUAL: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK_N)
@@ -36,3 +36,10 @@ def _rmsnorm_kernel(
     rstd = 1.0 / tl.sqrt_rn(mean_sq + eps * s * s)
     w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
     tl.store(out_ptr + row * stride_o + cols, (h * s) * rstd * w, mask=mask)
+    if SPLIT:
+        # heal_matmul's split of the row, read back from what was stored (the barrier makes every
+        # thread's stores visible): the sum above keeps its own layout and tree, so `out` keeps
+        # its bits whether or not the split is asked for.
+        tl.debug_barrier()
+        _split_row_tiles(out_ptr + row * stride_o, hi_ptr + row * stride_h, lo_ptr + row * stride_h,
+                         ts_ptr + row * stride_t, 0, N, KT, BLOCK_N // BLOCK_K, BLOCK_K)

@@ -56,6 +56,23 @@ def _split_tile(x):
 
 
 @triton.jit
+def _split_row_tiles(x_ptr, hi_ptr, lo_ptr, ts_ptr, t0, K, KT, TILES: tl.constexpr, BLOCK_K: tl.constexpr):
+    """K tiles t0 .. t0 + TILES - 1 of one row through _split_tile, into heal_matmul's split buffers.
+
+    x_ptr, hi_ptr and lo_ptr point at the row's first element, ts_ptr at its first tile scale; columns
+    at or past K are zero (the last tile may be partial) and tiles at or past KT are not written.
+    """
+    t = t0 + tl.arange(0, TILES)
+    cols = t[:, None] * BLOCK_K + tl.arange(0, BLOCK_K)[None, :]
+    mask = cols < K
+    x = tl.load(x_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+    hi, lo, inv = _split_tile(x)
+    tl.store(hi_ptr + cols, hi, mask=mask)
+    tl.store(lo_ptr + cols, lo, mask=mask)
+    tl.store(ts_ptr + t, inv, mask=t < KT)
+
+
+@triton.jit
 def _dot2(a_hi, a_lo, b, EXACT: tl.constexpr):
     """a_hi . b + a_lo . b as one fp32 MMA chain.
 

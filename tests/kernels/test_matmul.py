@@ -148,7 +148,8 @@ def test_split_tiles_reconstructs_x(device):
     x[2] *= 1e-30
     x[3, 70:] = 0
     x = x.to(device)
-    hi, lo, ts = split_tiles(x, 64)
+    s = split_tiles(x, 64)
+    hi, lo, ts = s.hi, s.lo, s.ts
     assert ts.shape == (6, 5)
     back = (hi.double() + lo.double()) * ts.double().repeat_interleave(64, dim=1)[:, :300]
     rel = (back - x.double()).abs() / x.double().abs().clamp_min(1e-300)
@@ -284,3 +285,37 @@ def test_tree_sum_stacked_arguments(device):
         tree_sum_stacked(torch.zeros(2, 2, 2, device=device, dtype=torch.float16))
     with pytest.raises(ValueError, match=names_argument("bias")):
         tree_sum_stacked(torch.zeros(2, 2, 2, device=device), torch.zeros(3, device=device))
+
+
+@pytest.mark.parametrize("m", [1, 16, 40], ids=lambda m: f"M{m}")
+@pytest.mark.parametrize("shards", [1, 2])
+def test_a_producers_split_gives_the_same_bits(device, m, shards):
+    """x_split (x's split, written by its producer) replaces the split launch or the in-kernel split
+    (eager M <= 16) with the same bits: the parts of a tile depend on that tile alone."""
+    gen = torch.Generator().manual_seed(m + shards)
+    n, k = 96, 640
+    w = _weight(n, k, device, "heal", gen)
+    x = reference.heavy_tailed_activations(m, k, generator=gen, device=device)
+    bias = torch.randn(n, generator=gen).to(device)
+    want = heal_matmul(x, w, bias, k_shards=shards)
+    got = heal_matmul(x, w, bias, k_shards=shards, x_split=split_tiles(x, 64), out=poisoned((m, n), device))
+    assert torch.equal(got, want)
+
+
+def test_x_split_must_match_x_and_the_numerics(device):
+    from heal_kernels.matmul import SplitX
+
+    x = torch.randn(4, 128, device=device)
+    w = torch.randn(32, 128, device=device).bfloat16()
+    s = split_tiles(x, 64)
+    cases = [
+        (SplitX(s.hi, s.lo, s.ts, 32), "x_split was split with 32-wide"),  # another K tile than the numerics
+        (split_tiles(x, 32), "32-wide"),
+        (SplitX(s.hi[:3], s.lo[:3], s.ts[:3], 64), "x_split.hi"),
+        (SplitX(s.hi, s.lo.float(), s.ts, 64), "x_split.lo"),
+        (SplitX(s.hi, s.lo, s.ts[:, :1], 64), "x_split.ts"),
+        ((s.hi, s.lo, s.ts), "x_split"),
+    ]
+    for split, what in cases:
+        with pytest.raises(ValueError, match=what):
+            heal_matmul(x, w, x_split=split)

@@ -171,7 +171,8 @@ def test_split_tiles_keeps_finite_tiles_exact_and_poisoned_tiles_visible(seed, k
     NaN and Inf come back as NaN (Inf: hi = inf, lo = inf - inf; its tile keeps scale 1)."""
     gen = torch.Generator().manual_seed(seed)
     x = _poisoned(torch.randn(3, k, generator=gen).to(DEV), _inject(data, (3, k), SPECIALS))
-    hi, lo, ts = split_tiles(x, block_k)
+    s = split_tiles(x, block_k)
+    hi, lo, ts = s.hi, s.lo, s.ts
     back = ts.double().repeat_interleave(block_k, dim=1)[:, :k] * (hi.double() + lo.double())
     for t in range(ts.shape[1]):
         cols = slice(t * block_k, min(k, (t + 1) * block_k))

@@ -9,6 +9,7 @@ import torch
 
 from heal_kernels import reference
 from heal_kernels.activation import gelu_tanh_and_mul, silu_and_mul
+from heal_kernels.matmul import split_tiles
 from heal_kernels.norm import rms_norm
 from heal_kernels.rope import apply_rotary
 from tests.helpers import BATCH_SIZES, assert_rows_invariant, names_argument, poisoned
@@ -142,3 +143,57 @@ def test_bad_arguments_raise_value_error_naming_them(device):
     for call, name in cases:
         with pytest.raises(ValueError, match=names_argument(name)):
             call()
+
+
+def _assert_split_equal(split, ref):
+    """Bit patterns equal (a row that overflowed to inf splits into inf and NaN parts in both)."""
+    for part in ("hi", "lo", "ts"):
+        a, b = getattr(split, part), getattr(ref, part)
+        bits = torch.int16 if a.dtype == torch.float16 else torch.int32
+        assert a.dtype == b.dtype and torch.equal(a.view(bits), b.view(bits)), part
+
+
+@pytest.mark.parametrize("n", [32, 64, 100, 4096, 5000], ids=lambda n: f"N{n}")
+def test_rms_norm_writes_the_split_of_its_output(device, n):
+    """split_k: the norm also writes heal_matmul's split of its output, the bits split_tiles gives, and
+    its output and residual keep the bits they have without it (N < 64: the split is a separate launch;
+    N = 100 and 5000: a partial last tile; rows of 1e30, 1e-30 and zeros)."""
+    gen = torch.Generator().manual_seed(n)
+    x = (torch.randn(5, n, generator=gen) * 3).to(device)
+    x[1] *= 1e30
+    x[2] *= 1e-30
+    x[3] = 0
+    res = torch.randn(5, n, generator=gen).to(device)
+    w = torch.randn(n, generator=gen).to(device)
+    out, res_out, split = rms_norm(x, w, 1e-6, res.clone(), split_k=64,
+                                   out=poisoned((5, n), device), residual_out=poisoned((5, n), device))
+    base, base_res = rms_norm(x, w, 1e-6, res.clone())
+    assert torch.equal(out, base) and torch.equal(res_out, base_res)
+    _assert_split_equal(split, split_tiles(out, 64))
+    alone, split1 = rms_norm(x, w, 1e-6, split_k=64)
+    assert torch.equal(alone, rms_norm(x, w, 1e-6))
+    _assert_split_equal(split1, split_tiles(alone, 64))
+
+
+@pytest.mark.parametrize("act", [silu_and_mul, gelu_tanh_and_mul], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("d", [48, 1024, 1500, 14336], ids=lambda d: f"D{d}")
+def test_act_and_mul_writes_the_split_of_its_output(device, act, d):
+    gen = torch.Generator().manual_seed(d)
+    x = (torch.randn(3, 2 * d, generator=gen) * 4).to(device)
+    x[1] *= 1e18
+    x[2, :3] *= 1e30  # overflows to inf in the output
+    out, split = act(x, split_k=64, out=poisoned((3, d), device))
+    assert torch.equal(out.view(torch.int32), act(x).view(torch.int32))
+    _assert_split_equal(split, split_tiles(out, 64))
+    out16, split16 = act(x, split_k=16)
+    _assert_split_equal(split16, split_tiles(out16, 16))
+
+
+def test_split_k_must_be_a_power_of_two_tile(device):
+    x = torch.randn(2, 64, device=device)
+    w = torch.ones(64, device=device)
+    for bad in (-1, 8, 48, 1.5, True, "64"):
+        with pytest.raises(ValueError, match="split_k"):
+            rms_norm(x, w, 1e-6, split_k=bad)
+        with pytest.raises(ValueError, match="split_k"):
+            silu_and_mul(x, split_k=bad)

@@ -55,9 +55,14 @@ def test_served_families_pass_the_audit(sglang_models):
     from heal_sglang import families
     from heal_sglang.plugin import check_heal_model
 
+    from heal_sglang.ops import PRESPLIT_ATTR
+
     for arch, model in sglang_models.items():
         assert families.audit(model, [arch]) == [], arch
         check_heal_model(model, [arch])
+        # the norms whose output feeds a linear layer write its split (heal_sglang.ops); Qwen3's q/k norms not
+        marked = sorted(name.rsplit(".", 1)[-1] for name, m in model.named_modules() if getattr(m, PRESPLIT_ATTR, 0))
+        assert marked == ["input_layernorm"] * 2 + ["norm"] + ["post_attention_layernorm"] * 2, (arch, marked)
     assert _kinds(sglang_models["LlamaForCausalLM"]) == ["Llama3RotaryEmbedding", "RMSNorm", "SiluAndMul"]
     assert _kinds(sglang_models["Qwen3ForCausalLM"]) == ["RMSNorm", "RotaryEmbedding", "SiluAndMul"]
     assert _kinds(sglang_models["MistralForCausalLM"]) == ["RMSNorm", "RotaryEmbedding", "SiluAndMul"]

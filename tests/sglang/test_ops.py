@@ -103,3 +103,55 @@ def test_rotary_checks_positions_once_per_batch(plugin, heal_mode, monkeypatch):
     with pytest.raises(ValueError, match="positions holds values in"):
         ops.rotary_forward_cuda(_orig, rope, far, q, k)
     ops.note_checked_positions(None)
+
+
+def test_producers_hand_their_split_to_the_next_heal_linear(tp_group, plugin, heal_mode):
+    """In heal mode the hidden-size RMSNorms (marked at load) and the gated activations write their
+    output's heal_matmul split; the heal linear that receives exactly that tensor uses it (no split
+    launch) with the same bits as without; a modified, different or other-mode tensor gets none."""
+    from sglang.srt.layers.activation import SiluAndMul
+    from sglang.srt.layers.layernorm import RMSNorm
+    from sglang.srt.layers.linear import ReplicatedLinear
+
+    from heal_kernels.matmul import split_tiles
+    from heal_sglang import ops
+    from heal_sglang.quant import HealConfig
+
+    heal_mode.set_mode(heal_mode.HEAL, torch.bfloat16)
+    torch.manual_seed(3)
+    k, n = 128, 96
+    norm = RMSNorm(k, eps=1e-6)
+    norm.weight.data = torch.randn(k)
+    setattr(norm, ops.PRESPLIT_ATTR, True)
+    layer = ReplicatedLinear(k, n, bias=False, quant_config=HealConfig(), params_dtype=torch.float32)
+    layer.weight.weight_loader(layer.weight, (torch.randn(n, k) * 0.02).to(torch.bfloat16))
+    layer.quant_method.process_weights_after_loading(layer)
+    x, res = torch.randn(5, k), torch.randn(5, k)
+
+    ops.forget_presplit()
+    h, _ = ops.rmsnorm_forward_cuda(_orig, norm, x.clone(), res.clone())
+    split = ops._Presplit.split
+    assert split is not None and torch.equal(split.hi, split_tiles(h, 64).hi)
+    y, _ = layer(h)
+    assert ops._Presplit.tensor is None, "the linear took the split"
+    y_plain, _ = layer(h.clone())
+    assert torch.equal(y, y_plain)
+
+    h = ops.rmsnorm_forward_cuda(_orig, norm, x.clone())
+    assert ops.take_presplit(h[:3]) is None and ops.take_presplit(h.t()) is None  # another view
+    h.mul_(2)  # any write bumps the version
+    assert ops.take_presplit(h) is None
+    h = ops.rmsnorm_forward_cuda(_orig, norm, x.clone())
+    assert ops.take_presplit(h.view(5, k)) is not None and ops.take_presplit(h) is None  # taken once
+
+    g = ops.silu_and_mul_forward_cuda(_orig, SiluAndMul(), torch.randn(5, 2 * k))
+    assert torch.equal(ops.take_presplit(g).ts, split_tiles(g, 64).ts)
+
+    setattr(norm, ops.PRESPLIT_ATTR, False)  # per-head norms (Qwen3's q/k norms) are not marked
+    ops.rmsnorm_forward_cuda(_orig, norm, x.clone())
+    assert ops._Presplit.tensor is None
+    heal_mode.set_mode(heal_mode.LAYERCAST, torch.bfloat16)
+    setattr(norm, ops.PRESPLIT_ATTR, True)
+    ops.silu_and_mul_forward_cuda(_orig, SiluAndMul(), torch.randn(5, 2 * k))
+    ops.rmsnorm_forward_cuda(_orig, norm, x.clone())
+    assert ops._Presplit.tensor is None, "only heal's matmuls read a split"
