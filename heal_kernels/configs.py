@@ -77,16 +77,20 @@ class RowConfig:
 _NUMERICS = MatmulNumerics(block_k=64)
 
 # Tiles by (M, N) bucket: the first entry with M <= max_m and N >= min_n wins.  Chosen
-# on the H100 with `python -m bench.kernels.sweep_tiles`.  Every entry is exercised by
-# the GPU bitwise test (it iterates this table), so adding one is covered.
+# on the H100 with `python -m bench.kernels.sweep_tiles` (M <= 16, M = 4096) and on the H200
+# with `--mid-m` (M = 17-128, 2026-11-27: wide N tiles read the FP32 activations fewer times;
+# docs/BENCHMARKS.md).  Every entry is exercised by the GPU bitwise test (it iterates this
+# table), so adding one is covered.
 _T = MatmulTiles
 _GPU_TILES: tuple[tuple[int, int, MatmulTiles], ...] = (
     # (max_m, min_n, tiles)
     (16, 0, _T(block_m=16, block_n=32, num_warps=2, num_stages=4, k_unroll=2)),
-    (64, 16384, _T(block_m=64, block_n=64, num_warps=4, num_stages=4)),
+    (64, 16384, _T(block_m=64, block_n=128, num_warps=4, num_stages=3)),
     (64, 6144, _T(block_m=64, block_n=64, num_warps=4, num_stages=4, k_unroll=2)),
-    (64, 0, _T(block_m=64, block_n=32, num_warps=4, num_stages=4, k_unroll=2)),
+    (64, 0, _T(block_m=64, block_n=64, num_warps=4, num_stages=3, k_unroll=2)),
     (256, 16384, _T(block_m=128, block_n=256, num_warps=8, num_stages=3, n_halves=2)),
+    (128, 6144, _T(block_m=128, block_n=64, num_warps=8, num_stages=4)),
+    (128, 0, _T(block_m=64, block_n=64, num_warps=4, num_stages=3)),
     (256, 0, _T(block_m=64, block_n=128, num_warps=4, num_stages=3)),
     (1 << 62, 0, _T(block_m=128, block_n=256, num_warps=8, num_stages=3, n_halves=2, group_m=16)),
 )
@@ -195,13 +199,15 @@ def matmul_tiles(arch: str, m: int, n: int, *, k_shards: int = 1, shard_grid: bo
 
 
 # Two K shards are summed inside each program (two accumulators, no partials) for M in this
-# range, and run one program per (tile, shard) with a pairwise-tree sum kernel elsewhere
-# (H200, o_proj / down_proj, us): at M <= 16 the tiles alone are too few to fill the GPU
-# (M=1: 17.3 / 62.8 unsharded, 13.7 / 41.4 on the grid); at M = 32-64 the grid's partials
-# cost more than it gains (M=64: 30.2 / 91.1 grid, 26.1 / 86.1 in program); at M = 4096 the
-# in-program sum needs tiles half as wide (578 / 2090) and the grid's partials cost less
-# (560 / 1860; unsharded 495 / 1771).  More than two shards always take the grid.
-_SHARD_IN_PROGRAM_M = (16, 64)  # (exclusive, inclusive)
+# range (exclusive, inclusive), and run one program per (tile, shard) with a pairwise-tree sum
+# kernel elsewhere.  The range is empty: at M <= 16 the tiles alone are too few to fill the GPU
+# (H200, o_proj / down_proj, M = 1: 17.3 / 62.8 us unsharded, 13.7 / 41.4 on the grid); at
+# M = 64 the grid with 64-wide tiles beats the program's sum with 32-wide ones (H200,
+# 2026-11-27: 22.3 / 61.4 against 27.8 / 87.8); at M = 4096 the in-program sum needs tiles half
+# as wide (578 / 2090 against 560 / 1860).  Eager batches of M <= 16 still sum in the program
+# (no partials, no second launch: host time sets their pace).  More than two shards always take
+# the grid.
+_SHARD_IN_PROGRAM_M = (16, 16)
 
 
 def matmul_shard_grid(arch: str, m: int, k_shards: int, *, eager: bool = False) -> bool:
