@@ -3,7 +3,10 @@
 Prints, per shape and M, the fastest tiles (CUDA-graph replay median) and checks
 that every tile gives the same bits.  Used to fill configs._GPU_TILES.
 
-    python -m bench.kernels.sweep_tiles [--small-m | --mid-m]       (GPU machine)
+    python -m bench.kernels.sweep_tiles [--small-m | --mid-m | --shipped]       (GPU machine)
+
+--shipped times the tiles and shard placement heal_matmul picks by itself (before/after tables:
+run it on both checkouts on one GPU).
 """
 
 from __future__ import annotations
@@ -122,7 +125,7 @@ def mid_m():
                     first = out if first is None else first
                     same &= torch.equal(out, first)
             configs.matmul_shard_grid = grid_choice
-            shipped_us = res[0][0]
+            shipped_us = next(u for u, t, g in res if t == shipped and g == shipped_grid)
             best = sorted(res, key=lambda r: r[0])
             top = ", ".join(f"{u:.1f}us {t.block_m}x{t.block_n}w{t.num_warps}s{t.num_stages}u{t.k_unroll}"
                             f"h{t.n_halves}{' grid' if g else ''}" for u, t, g in best[:4])
@@ -131,7 +134,30 @@ def mid_m():
                   f"bitwise {same}", flush=True)
 
 
+def shipped():
+    """FP16 cuBLAS and heal_matmul as shipped (its own tiles and shard placement; o_proj and down_proj
+    with HEAL_ROW_SHARDS=2) at decode and batched-decode M, weights rotated through 256 MiB of copies."""
+    torch.manual_seed(0)
+    print("layer M fp16_us heal_us heal/fp16", flush=True)
+    for name, n, k in LLAMA3_8B_LINEARS:
+        shards = 2 if name in ("o_proj", "down_proj") else 1
+        w = (torch.randn(n, k, device="cuda") * 0.02).bfloat16()
+        copies = max(1, (256 << 20) // (n * k * 2))
+        hws = [prepare_weight(w) for _ in range(copies)]
+        whs = [w.half() for _ in range(copies)]
+        for m in (1, 16, 32, 64, 128, 256):
+            x = torch.randn(m, k, device="cuda")
+            xh = x.half()
+            base = us([lambda wh=wh: xh @ wh.T for wh in whs], 2 * copies)
+            heal = us([lambda hw=hw: heal_matmul(x, hw, k_shards=shards) for hw in hws], 2 * copies)
+            print(f"{name} {m} {base:.1f} {heal:.1f} {heal / base:.2f}", flush=True)
+        del hws, whs
+
+
 def main():
+    if "--shipped" in sys.argv:
+        shipped()
+        return
     if "--small-m" in sys.argv:
         small_m()
         return
