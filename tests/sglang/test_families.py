@@ -53,9 +53,8 @@ def _kinds(model):
 
 def test_served_families_pass_the_audit(sglang_models):
     from heal_sglang import families
-    from heal_sglang.plugin import check_heal_model
-
     from heal_sglang.ops import PRESPLIT_ATTR
+    from heal_sglang.plugin import check_heal_model
 
     for arch, model in sglang_models.items():
         assert families.audit(model, [arch]) == [], arch
