@@ -133,14 +133,11 @@ def check_split(name: str, split: SplitX, m: int, k: int, block_k: int, device: 
                          f"{split.lo.stride()}")
 
 
-def split_tiles(x: torch.Tensor, block_k: int, *, out: SplitX | None = None) -> SplitX:
-    """x's SplitX: x[m, k] == ts[m, k // block_k] * (hi[m, k] + lo[m, k]) to ~2**-22 relative.
-
-    ``out``: optional SplitX buffers (``empty_split``) to write into.
-    """
+def split_tiles(x: torch.Tensor, block_k: int) -> SplitX:
+    """x's SplitX: x[m, k] == ts[m, k // block_k] * (hi[m, k] + lo[m, k]) to ~2**-22 relative."""
     m, k = x.shape
     kt = triton.cdiv(k, block_k)
-    split = out if out is not None else empty_split(m, k, block_k, x.device)
+    split = empty_split(m, k, block_k, x.device)
     if m > 0 and k > 0:
         tiles = min(_SPLIT_TILES, triton.next_power_of_2(kt))
         _split_kernel[(m, triton.cdiv(kt, tiles))](

@@ -146,8 +146,10 @@ def mark_presplit_norms(model) -> None:
     from heal_sglang.ops import PRESPLIT_ATTR
 
     hidden = getattr(getattr(model, "config", None), "hidden_size", None)
+    if hidden is None:
+        return
     for mod in model.modules():
-        if isinstance(mod, RMSNorm) and hidden is not None and mod.weight.numel() == hidden:
+        if isinstance(mod, RMSNorm) and mod.weight.numel() == hidden:
             setattr(mod, PRESPLIT_ATTR, True)
 
 

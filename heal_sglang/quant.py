@@ -23,9 +23,7 @@ from sglang.srt.layers.vocab_parallel_embedding import VocabParallelEmbedding
 from sglang.srt.utils import set_weight_attrs
 from torch.nn import Parameter
 
-from heal_kernels import configs
-from heal_kernels._runtime import arch_key
-from heal_kernels.matmul import HealWeight, SplitX, heal_matmul, prepare_weight
+from heal_kernels.matmul import HealWeight, heal_matmul, prepare_weight
 from heal_sglang import state, tp
 from heal_sglang.ops import take_presplit
 
@@ -64,19 +62,10 @@ def heal_linear(layer, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tens
     if x2.stride(-1) != 1:
         x2 = x2.contiguous()
     # x's producer (RMSNorm, SiLU-mul) may have written its split too: no split launch then
+    # (heal_matmul refuses a split made with another K tile than its numerics')
     out = heal_matmul(x2, HealWeight(layer.weight, layer.heal_scale), bias, k_shards=tp.local_shards(layer),
-                      x_split=_matching_split(x2, layer))
+                      x_split=take_presplit(x2))
     return out.view(*shape[:-1], out.shape[-1])
-
-
-def _matching_split(x2: torch.Tensor, layer) -> SplitX | None:
-    split = take_presplit(x2)
-    if split is None:
-        return None
-    n, k = layer.weight.shape
-    if split.block_k != configs.matmul_numerics(arch_key(x2.device), layer.weight.dtype, n, k).block_k:
-        return None  # split for another K tile: heal_matmul splits x itself (same bits)
-    return split
 
 
 class _16BitWeights:
