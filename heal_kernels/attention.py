@@ -22,20 +22,32 @@ from heal_kernels import configs
 from heal_kernels._kernels.attention import _attn_kernel, _merge_kernel
 from heal_kernels._runtime import FLOAT_DTYPES, arch_key, check_tensor, is_capturing, out_buffer
 from heal_kernels.kv_int16 import Int16KV, check_cache, check_slots
+from heal_kernels.matmul import SplitX, check_split_k, empty_split, split_tiles
 
 _INDEX_DTYPES = (torch.int32, torch.int64)
 
 
 def _launch_opts(arch: str, path: str, launch: configs.AttentionLaunch | None) -> dict:
-    if arch == "interpret":
-        return {"EXACT": True, "PREFETCH": bool(launch and launch.prefetch)} if path != "merge" else {}
     launch = launch or configs.attention_launch(arch, path)
+    if arch == "interpret":
+        return {"EXACT": True, "PREFETCH": launch.prefetch, "HALVES": launch.halves} if path != "merge" else {}
     # enable_fp_fusion=False: every fp32 expression is evaluated as written, in every kernel that shares it.
     opts = {"enable_fp_fusion": False, "num_warps": launch.num_warps, "num_stages": launch.num_stages}
+    if launch.maxnreg:
+        opts["maxnreg"] = launch.maxnreg
     if path != "merge":
         opts["EXACT"] = False
         opts["PREFETCH"] = launch.prefetch
+        opts["HALVES"] = launch.halves
     return opts
+
+
+def _check_halves(launch: configs.AttentionLaunch, head_dim: int, dv: int) -> None:
+    if launch.halves not in (1, 2):
+        raise ValueError(f"launch.halves={launch.halves}: must be 1 or 2")
+    if launch.halves == 2 and (head_dim // 2 < 32 or dv // 2 < 16):
+        raise ValueError(f"launch.halves=2 needs >= 32 of K's head_dim ({head_dim}) and >= 16 of V's {dv} columns "
+                         "per half (the MMA tile's minimum)")
 
 
 def _check_common(q, cache, kv_indptr, kv_indices, sm_scale, sliding_window, logit_cap, n_seqs):
@@ -164,7 +176,9 @@ def attention_extend(
     max_extend_len = _limit(validate, cache, kv_indptr, kv_indices, qo_indptr, "max_extend_len", max_extend_len, t)
     arch = arch_key(q.device)
     numerics = numerics or configs.attention_numerics(arch)
-    rows = (launch or configs.attention_launch(arch, "extend")).rows
+    el = launch or configs.attention_launch(arch, "extend")
+    _check_halves(el, d, d)
+    rows = el.rows
     group = hq // hk
     block_m = max(rows, triton.next_power_of_2(group))
     tokens = block_m // group
@@ -194,21 +208,27 @@ def attention_decode(
     out: torch.Tensor | None = None,
     numerics: configs.AttentionNumerics | None = None,
     launch: configs.AttentionLaunch | None = None,
+    merge_launch: configs.AttentionLaunch | None = None,
     validate: bool = True,
-) -> torch.Tensor:
+    split_k: int = 0,
+):
     """One new token per sequence, q [B, Hq, D], at position kv_len - 1 (already in the cache).
 
     The KV range is cut into fixed-size splits run in parallel and merged in ascending
     order.  ``max_seq_len`` (>= every kv length; e.g. the context length for CUDA graphs)
     bounds the splits; each sequence computes and merges only its own, so a large bound
     costs partial buffers and idle programs, not work.  ``validate=False``: as in attention_extend
-    (``max_seq_len`` then required).
+    (``max_seq_len`` then required).  ``merge_launch`` overrides the merge kernel's launch (rows: heads
+    per program), for probes; the merge folds each row's splits alone, so it never changes a bit.
+    ``split_k`` > 0 returns (out, the ``heal_kernels.matmul.SplitX`` of out viewed as [B, Hq * D] with
+    that K tile), written by the merge, for the o_proj that consumes out; out's bits do not depend on it.
     """
     n_seqs = q.shape[0] if isinstance(q, torch.Tensor) and q.dim() == 3 else -1
     hq, hk, d = _check_common(q, cache, kv_indptr, kv_indices, sm_scale, sliding_window, logit_cap, n_seqs)
     out = out_buffer("out", out, (n_seqs, hq, d), q.device)
+    check_split_k(split_k)
     if n_seqs == 0:
-        return out
+        return (out, empty_split(0, hq * d, split_k, q.device)) if split_k > 0 else out
     max_seq_len = _limit(validate, cache, kv_indptr, kv_indices, None, "max_seq_len", max_seq_len, n_seqs)
     arch = arch_key(q.device)
     numerics = numerics or configs.attention_numerics(arch)
@@ -217,6 +237,7 @@ def attention_decode(
     d_parts = dl.d_parts or configs.attention_decode_launch(arch, n_seqs, hk, d).d_parts
     if d_parts not in (1, 2, 4, 8) or d % d_parts or d // d_parts < 16:
         raise ValueError(f"launch.d_parts={d_parts}: must be 1, 2, 4 or 8 and leave >= 16 of head_dim {d} per part")
+    _check_halves(dl, d, d // d_parts)
     n_splits = max(1, triton.cdiv(max_seq_len, numerics.split_tokens))
     # Programs along the splits: enough to fill the GPU; each takes every n_prog-th split
     # of its sequence, so splits past a sequence's end cost one idle program at most.
@@ -237,9 +258,21 @@ def attention_decode(
         DECODE=True, HAS_WINDOW=sliding_window >= 0, HAS_CAP=logit_cap > 0, D_PARTS=d_parts,
         **_launch_opts(arch, "decode", dl),
     )
-    hpp = min(8, hq & -hq)  # a power of two dividing hq
+    ml = merge_launch or configs.attention_launch(arch, "merge")
+    if ml.rows and ml.rows & (ml.rows - 1):
+        raise ValueError(f"merge_launch.rows={ml.rows}: heads per merge program must be a power of two")
+    hpp = min(ml.rows or 8, hq & -hq)  # a power of two dividing hq
+    # the split of the output rows [B, hq * d] in the merge itself: whole K tiles per program, heads contiguous
+    fused = split_k > 0 and (hpp * d) % split_k == 0 and out.stride(1) == d and out.stride(2) == 1
+    split = empty_split(n_seqs, hq * d, split_k, q.device) if fused else None
+    sp = split if split is not None else SplitX(out, out, out, 1)  # placeholders: no split written
     _merge_kernel[(n_seqs, hq // hpp)](
-        pm, pl, pacc, out, kv_indptr, pm.stride(0), pm.stride(1), pm.stride(2), out.stride(0), out.stride(1),
-        SPLIT=numerics.split_tokens, HEADS_PER_PROG=hpp, HEAD_DIM=d, **_launch_opts(arch, "merge", None),
+        pm, pl, pacc, out, kv_indptr, sp.hi, sp.lo, sp.ts,
+        pm.stride(0), pm.stride(1), pm.stride(2), out.stride(0), out.stride(1), sp.hi.stride(0), sp.ts.stride(0),
+        hq * d, sp.ts.shape[-1],
+        SPLIT=numerics.split_tokens, HEADS_PER_PROG=hpp, HEAD_DIM=d, SPLIT_OUT=fused, BLOCK_K=max(split_k, 1),
+        **_launch_opts(arch, "merge", ml),
     )
-    return out
+    if split_k > 0 and not fused:
+        split = split_tiles(out.reshape(n_seqs, hq * d), split_k)
+    return (out, split) if split_k > 0 else out

@@ -57,10 +57,12 @@ class AttentionLaunch:
 
     num_warps: int
     num_stages: int
-    rows: int = 0  # extend: (token x q head) rows per program
+    rows: int = 0  # extend: (token x q head) rows per program; merge: (sequence, q head) rows per program
     programs: int = 0  # decode: target programs per launch; each loops over splits programs apart
     d_parts: int = 0  # decode: programs sharing one split's P.V columns (0: by batch, attention_decode_launch)
     prefetch: bool = False  # load the next KV block before computing this one (more registers, loads overlap)
+    halves: int = 1  # 2: K's head dim and V's columns in two halves, one after the other (fewer live registers)
+    maxnreg: int = 0  # registers per thread at most (0: the compiler's choice; fewer: more programs per SM)
 
 
 @dataclass(frozen=True)
@@ -109,10 +111,15 @@ _ATTN_NUMERICS = AttentionNumerics(kv_block=32, split_tokens=256)
 # (split, sequence, kv head, V-column part) up to `programs`, beyond which a program takes every
 # programs-th split of its sequence.  The decode entry here is the default for callers that pass
 # d_parts=0; attention_decode_launch picks by batch.
+# Extend and merge, H200 (`python -m bench.kernels.probe_attention --halves` and `--merge`, 2026-11-27,
+# docs/results/2026-11-27-h200-probe-{halves,merge}.txt): extend 4k with 8 warps x 128 rows and K/V in
+# column halves 2770 us against 3226 (4 warps x 64 rows, one piece); the merge with one head per
+# program (more programs; each row folds alone) B16 x 4k kernel + merge 205.7 against 217.9 us,
+# B1 x 8k 68.6 against 80.7.
 _ATTN_LAUNCH = {
-    "extend": AttentionLaunch(num_warps=4, num_stages=1, rows=64),
+    "extend": AttentionLaunch(num_warps=8, num_stages=1, rows=128, halves=2),
     "decode": AttentionLaunch(num_warps=1, num_stages=1, programs=2048),
-    "merge": AttentionLaunch(num_warps=4, num_stages=1),
+    "merge": AttentionLaunch(num_warps=1, num_stages=1, rows=1),
 }
 
 # Decode launch by the (sequence, kv head) pairs of the batch: the first entry with pairs <= max_pairs.
@@ -158,7 +165,8 @@ def attention_decode_launch(arch: str, n_seqs: int, kv_heads: int, head_dim: int
     parts = launch.d_parts
     while parts > 1 and head_dim // parts < 16:  # an MMA tile is at least 16 columns wide
         parts //= 2
-    return dataclasses.replace(launch, d_parts=parts)
+    halves = launch.halves if head_dim // 2 >= 32 and head_dim // max(parts, 1) // 2 >= 16 else 1
+    return dataclasses.replace(launch, d_parts=parts, halves=halves)
 
 
 def matmul_numerics(arch: str, w_dtype: torch.dtype, n: int, k: int) -> MatmulNumerics:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from heal_kernels._kernels.primitives import _dot2, _quantize_rows, _split16, _split_tile
+from heal_kernels._kernels.primitives import _dot2, _quantize_rows, _split16, _split_row_tiles, _split_tile
 
 LOG2E = tl.constexpr(1.4426950408889634)
 
@@ -52,34 +52,70 @@ def _fold(M, L, ACC, m, ls, acc):
 
 
 @triton.jit
+def _load_cols(ptr, slots, ok, kvh, stride_cs, stride_ch, c0, W: tl.constexpr):
+    """Columns [c0, c0 + W) of the block's K or V rows (0 where not ok)."""
+    c = c0 + tl.arange(0, W)
+    return tl.load(ptr + slots[:, None] * stride_cs + kvh * stride_ch + c[None, :], mask=ok[:, None], other=0)
+
+
+@triton.jit
 def _load_kv(b0, limit, slots, kc_ptr, ks_ptr, vc_ptr, vs_ptr, kvh, stride_cs, stride_ch, stride_ss, d0,
-             HEAD_DIM: tl.constexpr, DV: tl.constexpr, BLOCK_N: tl.constexpr):
-    """K [BLOCK_N, HEAD_DIM], V's columns [d0, d0 + DV), and their scales for the block at b0 (0 past `limit`)."""
+             HEAD_DIM: tl.constexpr, DV: tl.constexpr, BLOCK_N: tl.constexpr, HALVES: tl.constexpr):
+    """The block at b0 (0 past `limit`): K in HALVES column runs (k0, k1), V's columns [d0, d0 + DV)
+    likewise (v0, v1), and the scales.  With HALVES = 1, k1 and v1 are k0 and v0 (unused)."""
     ok = (b0 + tl.arange(0, BLOCK_N)) < limit
-    d = tl.arange(0, HEAD_DIM)
-    k = tl.load(kc_ptr + slots[:, None] * stride_cs + kvh * stride_ch + d[None, :], mask=ok[:, None], other=0)
-    dv = d0 + tl.arange(0, DV)
-    v = tl.load(vc_ptr + slots[:, None] * stride_cs + kvh * stride_ch + dv[None, :], mask=ok[:, None], other=0)
+    KW: tl.constexpr = HEAD_DIM // HALVES
+    VW: tl.constexpr = DV // HALVES
+    k0 = _load_cols(kc_ptr, slots, ok, kvh, stride_cs, stride_ch, 0, KW)
+    v0 = _load_cols(vc_ptr, slots, ok, kvh, stride_cs, stride_ch, d0, VW)
+    if HALVES == 2:
+        k1 = _load_cols(kc_ptr, slots, ok, kvh, stride_cs, stride_ch, KW, KW)
+        v1 = _load_cols(vc_ptr, slots, ok, kvh, stride_cs, stride_ch, d0 + VW, VW)
+    else:
+        k1 = k0
+        v1 = v0
     sk = tl.load(ks_ptr + slots * stride_ss + kvh, mask=ok, other=0.0)
     sv = tl.load(vs_ptr + slots * stride_ss + kvh, mask=ok, other=0.0)
-    return k, v, sk, sv
+    return k0, k1, v0, v1, sk, sv
+
+
+@triton.jit
+def _qk_tile(qh, ql, k):
+    """Exact q.k (int64 [R, N]) of q's int8 parts and a K tile of int16 values [N, W] over the same W columns."""
+    kh, kl = _split16(k.to(tl.int32))
+    return _qk_int(qh, ql, tl.trans(kh.to(tl.int8)), tl.trans(kl.to(tl.int8)))
+
+
+@triton.jit
+def _pv(acc, alpha, p_hi, p_lo, p_inv, v, EXACT: tl.constexpr):
+    """acc * alpha + (P.V over v's columns): V's int16 values as int8 parts (exact in FP16), four FP16 MMAs."""
+    vh, vl = _split16(v.to(tl.int32))
+    pv_h = _dot2(p_hi, p_lo, vh.to(tl.float16), EXACT)
+    pv_l = _dot2(p_hi, p_lo, vl.to(tl.float16), EXACT)
+    return acc * alpha[:, None] + (pv_h * 256.0 + pv_l) * p_inv[:, None]
 
 
 @triton.jit
 def _block(
-    m_i, l_i, acc, qh, ql, qs, pos_q, row_ok, b0, seq_len, k, v, sk, sv, window, cap, ones,
+    m_i, l_i, acc0, acc1, qh0, ql0, qh1, ql1, qs, pos_q, row_ok, b0, seq_len, k0, k1, v0, v1, sk, sv,
+    window, cap, ones,
     BLOCK_N: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_CAP: tl.constexpr, EXACT: tl.constexpr,
+    HALVES: tl.constexpr,
 ):
     """One KV block [b0, b0 + BLOCK_N) of one sequence into the online-softmax state (log2 domain).
 
     K, V and their scales come from _load_kv (zero past the sequence's end).  Scores use all
-    HEAD_DIM columns of K; P.V only the DV columns of V it was given (acc is [rows, DV]): each
-    output column's MMA sums the same products whichever columns share the tile.
+    HEAD_DIM columns of K; P.V only the DV columns of V it was given (acc0, acc1: its HALVES column
+    runs): each output column's MMA sums the same products whichever columns share the tile.
+    HALVES = 2 computes the scores as two exact integer halves over K's columns (their int64 sum
+    is the same integer) and P.V one half of the columns after the other: the bits of HALVES = 1,
+    with fewer registers live at once.
     """
     pos_k = b0 + tl.arange(0, BLOCK_N)
     in_seq = pos_k < seq_len
-    kh, kl = _split16(k.to(tl.int32))
-    s_int = _qk_int(qh, ql, tl.trans(kh.to(tl.int8)), tl.trans(kl.to(tl.int8)))
+    s_int = _qk_tile(qh0, ql0, k0)
+    if HALVES == 2:
+        s_int += _qk_tile(qh1, ql1, k1)
     # the scales multiply first: the exact integer score times q's scale alone overflows for a
     # q row near FP32's max, where the score itself (times k's scale) is finite
     s = s_int.to(tl.float32) * (qs[:, None] * sk[None, :])
@@ -98,18 +134,21 @@ def _block(
     p = tl.where(empty[:, None], 0.0, tl.exp2(s - m_new[:, None]))
     # a hidden key adds exactly 0, also when its V row is non-finite (0 * inf would be NaN)
     p_hi, p_lo, p_inv = _split_tile(tl.where(visible, p * sv[None, :], 0.0))
-    vh, vl = _split16(v.to(tl.int32))
-    vh = vh.to(tl.float16)
-    vl = vl.to(tl.float16)
-    pv_h = _dot2(p_hi, p_lo, vh, EXACT)
-    pv_l = _dot2(p_hi, p_lo, vl, EXACT)
+    acc0 = _pv(acc0, alpha, p_hi, p_lo, p_inv, v0, EXACT)
+    if HALVES == 2:
+        acc1 = _pv(acc1, alpha, p_hi, p_lo, p_inv, v1, EXACT)
     # Row sum of p from an MMA (every column of `ones` is 1, so every output column holds
     # the sum; tl.max picks it exactly), not tl.sum, whose order follows the tile layout.
     s_hi, s_lo, s_inv = _split_tile(p)
     p_sum = tl.max(_dot2(s_hi, s_lo, ones, EXACT), axis=1) * s_inv
     l_i = l_i * alpha + p_sum
-    acc = acc * alpha[:, None] + (pv_h * 256.0 + pv_l) * p_inv[:, None]
-    return m_new, l_i, acc
+    return m_new, l_i, acc0, acc1
+
+
+@triton.jit
+def _halves(x, R: tl.constexpr, W: tl.constexpr):
+    """x [R, 2 W] -> (x[:, :W], x[:, W:])."""
+    return tl.split(tl.permute(tl.reshape(x, [R, 2, W]), [0, 2, 1]))
 
 
 @triton.jit
@@ -123,7 +162,7 @@ def _attn_kernel(
     stride_pb, stride_ph, stride_ps,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     SPLIT: tl.constexpr, DECODE: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_CAP: tl.constexpr,
-    EXACT: tl.constexpr, D_PARTS: tl.constexpr = 1, PREFETCH: tl.constexpr = False,
+    EXACT: tl.constexpr, D_PARTS: tl.constexpr = 1, PREFETCH: tl.constexpr = False, HALVES: tl.constexpr = 1,
 ):
     """Rows of a program: (token, q head of the kv head's group), token-major.
 
@@ -136,8 +175,10 @@ def _attn_kernel(
     HEAD_DIM / D_PARTS columns of V only; the bits are those of one program doing all columns.
     Splits past the sequence's end are neither computed nor written: the merge stops at the
     sequence's last split, and an empty split would be an exact identity of the fold anyway.
+    HALVES (1 or 2): see _block; a launch choice, like D_PARTS and PREFETCH.
     """
     DV: tl.constexpr = HEAD_DIM // D_PARTS
+    VW: tl.constexpr = DV // HALVES
     pid0 = tl.program_id(0) // D_PARTS
     d0 = (tl.program_id(0) % D_PARTS) * DV
     b = tl.program_id(1).to(tl.int64)
@@ -166,16 +207,27 @@ def _attn_kernel(
     q_rows = q_ptr + (q_start + tok.to(tl.int64))[:, None] * stride_qt + head[:, None] * stride_qh + d[None, :]
     q = tl.load(q_rows, mask=row_ok[:, None], other=0.0).to(tl.float32)
     q_int, q_scale = _quantize_rows(q)
-    qh, ql = _split16(q_int)
-    qh = qh.to(tl.int8)
-    ql = ql.to(tl.int8)
+    if HALVES == 2:
+        q_a, q_b = _halves(q_int, BLOCK_M, HEAD_DIM // 2)
+        qh0, ql0 = _split16(q_a)
+        qh1, ql1 = _split16(q_b)
+        qh1 = qh1.to(tl.int8)
+        ql1 = ql1.to(tl.int8)
+    else:
+        qh0, ql0 = _split16(q_int)
+    qh0 = qh0.to(tl.int8)
+    ql0 = ql0.to(tl.int8)
+    if HALVES == 1:
+        qh1 = qh0
+        ql1 = ql0
     qs = q_scale * sm_scale
     ones = tl.full([BLOCK_N, 16], 1.0, tl.float16)
 
     NEG_INF: tl.constexpr = float("-inf")
     M = tl.full([BLOCK_M], NEG_INF, tl.float32)
     L = tl.zeros([BLOCK_M], tl.float32)
-    ACC = tl.zeros([BLOCK_M, DV], tl.float32)
+    ACC0 = tl.zeros([BLOCK_M, VW], tl.float32)
+    ACC1 = tl.zeros([BLOCK_M, VW], tl.float32)
     if DECODE:
         end = seq_len
         s_first = pid0
@@ -187,51 +239,66 @@ def _attn_kernel(
     for s in range(s_first, tl.cdiv(end, SPLIT), s_step):
         m_i = tl.full([BLOCK_M], NEG_INF, tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
-        acc = tl.zeros([BLOCK_M, DV], tl.float32)
+        acc0 = tl.zeros([BLOCK_M, VW], tl.float32)
+        acc1 = tl.zeros([BLOCK_M, VW], tl.float32)
         b_end = tl.minimum((s + 1) * SPLIT, end)
         pos_n = s * SPLIT + tl.arange(0, BLOCK_N)
         slots = tl.load(idx_ptr + kv_base + pos_n, mask=pos_n < seq_len, other=0).to(tl.int64)
         if PREFETCH:
-            k, v, sk, sv = _load_kv(s * SPLIT, seq_len, slots, kc_ptr, ks_ptr, vc_ptr, vs_ptr, kvh,
-                                    stride_cs, stride_ch, stride_ss, d0, HEAD_DIM, DV, BLOCK_N)
+            k0, k1, v0, v1, sk, sv = _load_kv(s * SPLIT, seq_len, slots, kc_ptr, ks_ptr, vc_ptr, vs_ptr, kvh,
+                                              stride_cs, stride_ch, stride_ss, d0, HEAD_DIM, DV, BLOCK_N, HALVES)
         for b0 in range(s * SPLIT, b_end, BLOCK_N):
             # the next block's slots (and with PREFETCH its K and V) are fetched before this block's work
             pos_n = b0 + BLOCK_N + tl.arange(0, BLOCK_N)
             slots_next = tl.load(idx_ptr + kv_base + pos_n, mask=pos_n < seq_len, other=0).to(tl.int64)
             if PREFETCH:
-                k_next, v_next, sk_next, sv_next = _load_kv(
+                k0_next, k1_next, v0_next, v1_next, sk_next, sv_next = _load_kv(
                     b0 + BLOCK_N, tl.minimum(b_end, seq_len), slots_next, kc_ptr, ks_ptr, vc_ptr, vs_ptr,
-                    kvh, stride_cs, stride_ch, stride_ss, d0, HEAD_DIM, DV, BLOCK_N)
+                    kvh, stride_cs, stride_ch, stride_ss, d0, HEAD_DIM, DV, BLOCK_N, HALVES)
             else:
-                k, v, sk, sv = _load_kv(b0, seq_len, slots, kc_ptr, ks_ptr, vc_ptr, vs_ptr, kvh,
-                                        stride_cs, stride_ch, stride_ss, d0, HEAD_DIM, DV, BLOCK_N)
-            m_i, l_i, acc = _block(
-                m_i, l_i, acc, qh, ql, qs, pos_q, row_ok, b0, seq_len, k, v, sk, sv,
-                window, cap, ones, BLOCK_N, HAS_WINDOW, HAS_CAP, EXACT,
+                k0, k1, v0, v1, sk, sv = _load_kv(b0, seq_len, slots, kc_ptr, ks_ptr, vc_ptr, vs_ptr, kvh,
+                                                  stride_cs, stride_ch, stride_ss, d0, HEAD_DIM, DV, BLOCK_N, HALVES)
+            m_i, l_i, acc0, acc1 = _block(
+                m_i, l_i, acc0, acc1, qh0, ql0, qh1, ql1, qs, pos_q, row_ok, b0, seq_len, k0, k1, v0, v1, sk, sv,
+                window, cap, ones, BLOCK_N, HAS_WINDOW, HAS_CAP, EXACT, HALVES,
             )
             slots = slots_next
             if PREFETCH:
-                k, v, sk, sv = k_next, v_next, sk_next, sv_next
+                k0, k1, v0, v1, sk, sv = k0_next, k1_next, v0_next, v1_next, sk_next, sv_next
         if DECODE:
             part = b * stride_pb + head * stride_ph + s * stride_ps
             tl.store(pm_ptr + part, m_i, mask=row_ok & (d0 == 0))
             tl.store(pl_ptr + part, l_i, mask=row_ok & (d0 == 0))
-            tl.store(pacc_ptr + part[:, None] * HEAD_DIM + (d0 + tl.arange(0, DV))[None, :], acc,
-                     mask=row_ok[:, None])
+            cols = d0 + tl.arange(0, VW)
+            tl.store(pacc_ptr + part[:, None] * HEAD_DIM + cols[None, :], acc0, mask=row_ok[:, None])
+            if HALVES == 2:
+                tl.store(pacc_ptr + part[:, None] * HEAD_DIM + (cols + VW)[None, :], acc1, mask=row_ok[:, None])
         else:
-            M, L, ACC = _fold(M, L, ACC, m_i, l_i, acc)
+            M_new, L_new, ACC0 = _fold(M, L, ACC0, m_i, l_i, acc0)
+            if HALVES == 2:
+                _, _, ACC1 = _fold(M, L, ACC1, m_i, l_i, acc1)
+            M, L = M_new, L_new
     if not DECODE:
-        o_rows = out_ptr + (q_start + tok.to(tl.int64))[:, None] * stride_ot + head[:, None] * stride_oh + d[None, :]
-        tl.store(o_rows, ACC / L[:, None], mask=row_ok[:, None])
+        o_rows = out_ptr + (q_start + tok.to(tl.int64))[:, None] * stride_ot + head[:, None] * stride_oh
+        cols = tl.arange(0, VW)
+        tl.store(o_rows + cols[None, :], ACC0 / L[:, None], mask=row_ok[:, None])
+        if HALVES == 2:
+            tl.store(o_rows + (cols + VW)[None, :], ACC1 / L[:, None], mask=row_ok[:, None])
 
 
 @triton.jit
 def _merge_kernel(
-    pm_ptr, pl_ptr, pacc_ptr, out_ptr, kv_indptr_ptr,
-    stride_pb, stride_ph, stride_ps, stride_ot, stride_oh,
+    pm_ptr, pl_ptr, pacc_ptr, out_ptr, kv_indptr_ptr, hi_ptr, lo_ptr, ts_ptr,
+    stride_pb, stride_ph, stride_ps, stride_ot, stride_oh, stride_h, stride_t, K, KT,
     SPLIT: tl.constexpr, HEADS_PER_PROG: tl.constexpr, HEAD_DIM: tl.constexpr,
+    SPLIT_OUT: tl.constexpr = False, BLOCK_K: tl.constexpr = 64,
 ):
-    """Fold the decode splits of HEADS_PER_PROG (sequence, head) rows in ascending split order."""
+    """Fold the decode splits of HEADS_PER_PROG (sequence, head) rows in ascending split order.
+
+    SPLIT_OUT: also heal_matmul's split (BLOCK_K tiles) of the program's columns of the sequence's
+    output row (heads contiguous, K = heads x HEAD_DIM), read back from what was stored, for the
+    o_proj that consumes it.
+    """
     b = tl.program_id(0).to(tl.int64)
     seq_len = tl.load(kv_indptr_ptr + b + 1) - tl.load(kv_indptr_ptr + b)
     h = tl.program_id(1).to(tl.int64) * HEADS_PER_PROG + tl.arange(0, HEADS_PER_PROG)
@@ -246,4 +313,8 @@ def _merge_kernel(
         acc = tl.load(pacc_ptr + part[:, None] * HEAD_DIM + d[None, :])
         M, L, ACC = _fold(M, L, ACC, m, l_, acc)
     tl.store(out_ptr + b * stride_ot + h[:, None] * stride_oh + d[None, :], ACC / L[:, None])
-
+    if SPLIT_OUT:
+        tl.debug_barrier()
+        TILES: tl.constexpr = HEADS_PER_PROG * HEAD_DIM // BLOCK_K
+        _split_row_tiles(out_ptr + b * stride_ot, hi_ptr + b * stride_h, lo_ptr + b * stride_h, ts_ptr + b * stride_t,
+                         tl.program_id(1) * TILES, K, KT, TILES, BLOCK_K)

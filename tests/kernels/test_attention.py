@@ -125,7 +125,8 @@ def test_decode_equals_extend_bitwise(device):
 @pytest.mark.parametrize("window,cap", [(-1, 0.0), (-1, 20.0)], ids=["plain", "cap"])
 def test_launch_choices_do_not_change_bits(device, window, cap):
     """How a path is cut into programs is a launch choice: V's columns over 1-8 decode programs,
-    1-4 warps, K/V prefetched one block ahead or not, extend rows and warps.  Every choice, and
+    1-4 warps, K/V prefetched one block ahead or not, K and V in two column halves or one, the
+    merge's heads per program, warps and stages, extend rows and warps.  Every choice, and
     every launch the shipped policy picks, gives the bits of the default extend path."""
     import dataclasses
     import itertools
@@ -140,6 +141,7 @@ def test_launch_choices_do_not_change_bits(device, window, cap):
     base = configs.attention_launch("sm90", "decode")
     launches = [configs.attention_decode_launch("sm90", n, 8, 128) for n in configs.DECODE_LAUNCH_PROBES]
     launches += [dataclasses.replace(base, d_parts=p) for p in (1, 2, 4, 8)]
+    launches += [dataclasses.replace(base, d_parts=p, halves=2) for p in (1, 4)]
     if cap == 0.0:  # every compiled variant costs seconds on the GPU: the other launch choices once
         warps = (2, 4) if ON_GPU else (1,)
         launches += [dataclasses.replace(base, d_parts=p, num_warps=w, prefetch=f)
@@ -147,13 +149,24 @@ def test_launch_choices_do_not_change_bits(device, window, cap):
     for launch in launches:
         dec = b.decode([0, 1], [n - 1 for n in lens], out=poisoned((2, 8, 128), device), launch=launch, **kw)
         assert torch.equal(dec, full[ends.to(device)]), f"{launch}"
+    merge = configs.attention_launch("sm90", "merge")
+    for rows, w, st in ((1, 1, 1), (2, 1, 3), (4, 2, 2), (8, 4, 1)):  # the merge: heads per program, warps, stages
+        ml = dataclasses.replace(merge, rows=rows, num_warps=w, num_stages=st)
+        dec = b.decode([0, 1], [n - 1 for n in lens], out=poisoned((2, 8, 128), device), merge_launch=ml, **kw)
+        assert torch.equal(dec, full[ends.to(device)]), f"{ml}"
     ext_base = configs.attention_launch("sm90", "extend")
     if cap == 0.0:
-        for rows, w, f in ((128, 8, False), (64, 4, True)):
-            launch = dataclasses.replace(ext_base, rows=rows, num_warps=w, prefetch=f)
+        for rows, w, f, h in ((128, 8, False, 1), (64, 4, True, 1), (64, 4, False, 2), (128, 8, True, 2)):
+            launch = dataclasses.replace(ext_base, rows=rows, num_warps=w, prefetch=f, halves=h)
             assert torch.equal(b.extend([0, 1], [0, 0], lens, launch=launch, **kw), full), f"{launch}"
     with pytest.raises(ValueError, match="d_parts"):
         b.decode([0], [5], launch=dataclasses.replace(base, d_parts=3))
+    with pytest.raises(ValueError, match="halves"):
+        b.decode([0], [5], launch=dataclasses.replace(base, d_parts=8, halves=2))
+    with pytest.raises(ValueError, match="halves"):
+        b.decode([0], [5], launch=dataclasses.replace(base, halves=3))
+    with pytest.raises(ValueError, match="merge_launch.rows"):
+        b.decode([0], [5], merge_launch=dataclasses.replace(merge, rows=3))
 
 
 @pytest.mark.parametrize("window,cap", [(-1, 0.0), (50, 0.0), (-1, 20.0)], ids=["plain", "window", "cap"])
@@ -348,3 +361,29 @@ def test_cache_checks_are_remembered_per_set_of_tensors(device):
     bad = kv_int16.Int16KV(cache.k, cache.k_scale, cache.v[:8], cache.v_scale)
     with pytest.raises(ValueError, match="cache.v has shape"):
         kv_int16.check_cache(bad)
+
+
+def test_decode_writes_o_proj_split(device):
+    """split_k: the merge also writes heal_matmul's split of the output rows [B, Hq * D], the bits
+    split_tiles gives, with the output unchanged, whatever the merge's heads per program (a
+    program's columns hold whole K tiles or the split falls back to split_tiles)."""
+    import dataclasses
+
+    from heal_kernels import configs
+    from heal_kernels.matmul import split_tiles
+
+    lens = [300, 40, 1]
+    b = Batch(lens, 8, 2, 64, device, seed=3)
+    pos = [n - 1 for n in lens]
+    plain = b.decode([0, 1, 2], pos)
+    merge = configs.attention_launch("sm90", "merge")
+    for split_k, rows in ((64, 1), (64, 8), (128, 2), (256, 2), (16, 4)):  # (256, 2): a program holds 2 x 64 columns
+        ml = dataclasses.replace(merge, rows=rows)
+        out, split = b.decode([0, 1, 2], pos, out=poisoned((3, 8, 64), device), merge_launch=ml, split_k=split_k)
+        assert torch.equal(out, plain), (split_k, rows)
+        ref = split_tiles(plain.reshape(3, 8 * 64), split_k)
+        assert split.block_k == split_k
+        for part in ("hi", "lo", "ts"):
+            assert torch.equal(getattr(split, part), getattr(ref, part)), (split_k, rows, part)
+    with pytest.raises(ValueError, match="split_k"):
+        b.decode([0], [5], split_k=48)
