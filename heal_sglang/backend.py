@@ -16,7 +16,7 @@ from heal_kernels.attention import attention_decode, attention_extend, validate_
 from heal_kernels.kv_int16 import check_slots
 from heal_sglang import compat
 from heal_sglang.kv_cache import is_int16_pool, layer_cache
-from heal_sglang.ops import forget_presplit, note_checked_positions
+from heal_sglang.ops import forget_presplit, note_checked_positions, note_presplit, presplit_k
 
 
 @dataclass
@@ -174,9 +174,14 @@ class HealAttnBackend(AttentionBackend):
         hq, d = layer.tp_q_head_num, layer.qk_head_dim
         bs = md.kv_indptr.shape[0] - 1
         q = q.view(bs, hq, d)
-        out = attention_decode(
+        # heal's o_proj reads the merge's split of this output (no split launch there)
+        split_k = presplit_k(hq * d, q.device)
+        res = attention_decode(
             q, layer_cache(self.pool, layer.layer_id), md.kv_indptr, md.kv_indices,
             sm_scale=float(layer.scaling), logit_cap=float(layer.logit_cap or 0.0), max_seq_len=md.max_len,
-            validate=not self._validated(md, q),
+            validate=not self._validated(md, q), split_k=split_k,
         )
-        return out.view(-1, hq * d)
+        out = (res[0] if split_k else res).view(-1, hq * d)
+        if split_k:
+            note_presplit(out, res[1])
+        return out

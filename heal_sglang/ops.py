@@ -48,8 +48,9 @@ def _positions_checked(positions: torch.Tensor, cache_len: int) -> bool:
 class _Presplit:
     """The last FP32 activation a heal-mode producer wrote together with its heal_matmul split.
 
-    RMSNorm (the hidden-size norms: their output feeds qkv, gate_up and the lm_head) and the
-    gated activations (feeding down_proj) write the split of their output in the same kernel;
+    RMSNorm (the hidden-size norms: their output feeds qkv, gate_up and the lm_head), the
+    gated activations (feeding down_proj) and decode attention's merge (feeding o_proj) write the
+    split of their output in the same kernel;
     the linear layer that receives exactly that tensor takes the split (``take_presplit``) and
     launches no split kernel.  The entry holds the tensor itself, so its memory cannot be reused
     by another tensor while the entry lives; a write to it (any view) bumps its version, and the
@@ -68,7 +69,8 @@ def forget_presplit() -> None:
     _Presplit.tensor, _Presplit.split, _Presplit.version = None, None, -1
 
 
-def _note_presplit(t: torch.Tensor, split: SplitX) -> None:
+def note_presplit(t: torch.Tensor, split: SplitX) -> None:
+    """Record that t's producer wrote `split` with it (the attention backend does, for o_proj)."""
     _Presplit.tensor, _Presplit.split, _Presplit.version = t, split, t._version
 
 
@@ -84,10 +86,14 @@ def take_presplit(x: torch.Tensor) -> SplitX | None:
 
 
 def _split_k(x: torch.Tensor) -> int:
-    """The K tile heal's matmuls split an input of x's width with (0: not in heal mode)."""
+    return presplit_k(x.shape[-1], x.device)
+
+
+def presplit_k(width: int, device: torch.device) -> int:
+    """The K tile heal's matmuls split an input `width` wide with (0: not in heal mode: no heal matmul reads it)."""
     if state.mode() != state.HEAL:
         return 0
-    return configs.matmul_numerics(arch_key(x.device), torch.float16, 0, x.shape[-1]).block_k
+    return configs.matmul_numerics(arch_key(device), torch.float16, 0, width).block_k
 
 
 def _active(x: torch.Tensor) -> bool:
@@ -118,7 +124,7 @@ def rmsnorm_forward_cuda(orig, self, x, residual=None, post_residual_addition=No
         res = rms_norm(x2, self.weight, self.variance_epsilon, r2, residual_out=r2, split_k=split_k)
         out, split = res[0], (res[2] if split_k else None)
     if split is not None:
-        _note_presplit(out, split)
+        note_presplit(out, split)
     return out.view(shape) if residual is None else (out.view(shape), residual)
 
 
@@ -135,7 +141,7 @@ def _gated(fn, x: torch.Tensor) -> torch.Tensor:
     res = fn(x.reshape(-1, shape[-1]), split_k=split_k)
     out = res[0] if split_k else res
     if split_k:
-        _note_presplit(out, res[1])
+        note_presplit(out, res[1])
     return out.view(*shape[:-1], shape[-1] // 2)
 
 

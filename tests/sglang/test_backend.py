@@ -172,3 +172,31 @@ def test_scales_are_rows_max_over_qmax(kit):
     used = pool.k_scale_buffer[0] != 1
     assert used.any()
     assert math.isclose(pool.k_buffer[0][used.any(dim=1)].abs().max().item(), 32639, rel_tol=0)
+
+
+def test_decode_hands_o_proj_its_split_in_heal_mode(kit, heal_mode):
+    """With heal's linears, decode's merge writes the split of its output for o_proj (the bits
+    split_tiles gives, output unchanged); in another mode nothing is recorded."""
+    from sglang.srt.model_executor.forward_context import ForwardContext, forward_context
+
+    from heal_kernels.matmul import split_tiles
+    from heal_sglang import ops
+
+    case = next(c for c in _cases(kit) if c.forward_mode.is_decode())
+    fx = _build(kit, case)
+    layer, fb, be = fx.actual_module.attn, fx.forward_batch, fx.backend
+    outs = {}
+    for mode in (heal_mode.LAYERCAST, heal_mode.HEAL):
+        heal_mode.set_mode(mode, torch.bfloat16)
+        ops.forget_presplit()
+        with torch.no_grad(), forward_context(ForwardContext(attn_backend=be)):
+            q, k, v = fx.actual_module.project_qkv(fx.input_hidden)
+            be.init_forward_metadata(fb)
+            outs[mode] = be.forward(q, k, v, layer, fb)
+        split = ops.take_presplit(outs[mode])
+        if mode == heal_mode.HEAL:
+            ref = split_tiles(outs[mode], 64)
+            assert all(torch.equal(getattr(split, p), getattr(ref, p)) for p in ("hi", "lo", "ts"))
+        else:
+            assert split is None
+    assert torch.equal(outs[heal_mode.LAYERCAST], outs[heal_mode.HEAL])
