@@ -1,6 +1,7 @@
 """GPU probe of HEAL attention: time by launch options (warps, stages, rows) and KV block size; accuracy.
 
-    python -m bench.kernels.probe_attention [--accuracy | --blocks | --extend-rows | --decode-shapes | --decode-launch]
+    python -m bench.kernels.probe_attention [--accuracy | --blocks | --extend-rows | --decode-shapes | --decode-launch
+                                            | --merge | --halves]
 """
 
 from __future__ import annotations
@@ -107,7 +108,8 @@ def _sweep(label, call, settings, kwargs, reps=5, nbytes=0):
             continue
         ref = out if ref is None else ref
         bw = f" {nbytes / (t * 1e-6) / 1e9:.0f} GB/s" if nbytes else ""
-        print(f"  {label} {setting}: {t:.1f} us{bw} same bits {torch.equal(out, ref)} {_resources()}", flush=True)
+        name = setting[0] if isinstance(setting, tuple) and isinstance(setting[0], str) else setting
+        print(f"  {label} {name}: {t:.1f} us{bw} same bits {torch.equal(out, ref)} {_resources()}", flush=True)
 
 
 def _launch(path, warps, stages, **kw):
@@ -161,6 +163,43 @@ def decode_shapes():
                lambda st: {"numerics": num, **_launch("extend", *st)}, reps=2)
 
 
+def halves():
+    """Decode by batch x context at a 131072-token bound, and extend 4k: K and V in two column halves
+    (fewer live registers), by warps x V-column programs x prefetch, and a register cap; the shipped
+    launch first.  Launch choices: the bits must not move."""
+    for bs, ctx in ((1, 128), (1, 1024), (1, 8192), (8, 1024), (16, 4096), (64, 1024)):
+        dec, nbytes = decode_case(bs, ctx)
+        shipped = configs.attention_decode_launch("sm90", bs, HK, D)
+        settings = [("shipped", shipped)]
+        settings += [(f"h2 w{w} p{p} f{int(f)}", dataclasses.replace(shipped, num_warps=w, d_parts=p, prefetch=f,
+                                                                     halves=2))
+                     for w, p, f in itertools.product((1, 2, 4), (1, 2, 4), (False, True))]
+        settings += [(f"h{h} w1 p1 f{int(f)} r{r}", dataclasses.replace(shipped, num_warps=1, d_parts=1, prefetch=f,
+                                                                      halves=h, maxnreg=r))
+                     for h, f, r in itertools.product((1, 2), (False, True), (128, 168))]
+        _sweep(f"decode B{bs} ctx{ctx}", dec, settings,
+               lambda st: {"max_seq_len": 131072, "launch": st[1]}, nbytes=nbytes)
+    base = configs.attention_launch("sm90", "extend")
+    _sweep("extend 4k", extend_case(),
+           [("shipped", base)] + [(f"h2 w{w} rows{r} f{int(f)}", dataclasses.replace(base, num_warps=w, rows=r,
+                                                                                      prefetch=f, halves=2))
+                                  for w, r, f in itertools.product((4, 8), (64, 128), (False, True))],
+           lambda st: {"launch": st[1]}, reps=2)
+
+
+def merge_launch():
+    """Decode kernel + merge by batch x context at a 131072-token bound: the merge kernel's heads per
+    program, warps and stages (launch choices: each row's splits fold alone, the bits must not move)."""
+    for bs, ctx in ((1, 128), (1, 8192), (16, 4096), (64, 1024)):
+        dec, nbytes = decode_case(bs, ctx)
+        base = configs.attention_launch("sm90", "merge")
+        _sweep(f"decode B{bs} ctx{ctx} merge heads/warps/stages", dec,
+               itertools.product((1, 2, 4, 8), (1, 2, 4), (1, 3)),
+               lambda st: {"max_seq_len": 131072,
+                           "merge_launch": dataclasses.replace(base, rows=st[0], num_warps=st[1], num_stages=st[2])},
+               nbytes=nbytes)
+
+
 def decode_launch():
     """Decode by batch x context at a 131072-token bound (CUDA graphs): warps x V-column programs x K/V
     prefetch (launch choices: the bits must not move), and extend 4k by warps x prefetch."""
@@ -183,6 +222,10 @@ def main():
         accuracy()
     elif "--blocks" in sys.argv:
         block_sweep()
+    elif "--merge" in sys.argv:
+        merge_launch()
+    elif "--halves" in sys.argv:
+        halves()
     elif "--decode-shapes" in sys.argv:
         decode_shapes()
     else:

@@ -3,7 +3,7 @@
 Prints, per shape and M, the fastest tiles (CUDA-graph replay median) and checks
 that every tile gives the same bits.  Used to fill configs._GPU_TILES.
 
-    python -m bench.kernels.sweep_tiles [--small-m | --mid-m | --shipped]       (GPU machine)
+    python -m bench.kernels.sweep_tiles [--small-m | --mid-m | --decode-m | --shipped]   (GPU machine)
 
 --shipped times the tiles and shard placement heal_matmul picks by itself (before/after tables:
 run it on both checkouts on one GPU).
@@ -134,6 +134,61 @@ def mid_m():
                   f"bitwise {same}", flush=True)
 
 
+def _decode_candidates() -> list[configs.MatmulTiles]:
+    return [T(16, bn, nw, 4, k_unroll=u) for bn in (16, 32, 64) for nw in (1, 2, 4) for u in (1, 2)]
+
+
+def decode_m():
+    """Decode M (1, 16) as served: x arrives already split (its producer wrote the split), weights
+    rotated out of L2, the 2-shard layers with both shard placements, 16- to 64-wide tiles and 1-4
+    warps.  Every candidate must give the shipped tile's bits."""
+    from heal_kernels.matmul import split_tiles
+
+    torch.manual_seed(0)
+    grid_choice = configs.matmul_shard_grid
+    for name, n, k in LLAMA3_8B_LINEARS:
+        shards = 2 if name in ("o_proj", "down_proj") else 1
+        w = (torch.randn(n, k, device="cuda") * 0.02).bfloat16()
+        copies = max(1, (256 << 20) // (n * k * 2))
+        hws = [prepare_weight(w) for _ in range(copies)]
+        whs = [w.half() for _ in range(copies)]
+        for m in (1, 16):
+            x = torch.randn(m, k, device="cuda")
+            xs = split_tiles(x, configs.matmul_numerics("sm90", torch.float16, n, k).block_k)
+            xh = x.half()
+            base = us([lambda wh=wh: xh @ wh.T for wh in whs], 2 * copies)
+            shipped_grid = grid_choice("sm90", m, shards)
+            shipped = configs.matmul_tiles("sm90", m, n, k_shards=shards, shard_grid=shipped_grid)
+            places = (False, True) if shards == 2 else (shipped_grid,)
+            res, first, same = [], None, True
+            for grid in places:
+                configs.matmul_shard_grid = lambda arch, mm, ks, eager=False, g=grid: g if ks == 2 else grid_choice(
+                    arch, mm, ks, eager=eager)
+                cands = _decode_candidates()
+                if grid == shipped_grid:
+                    cands = [shipped] + [t for t in cands if t != shipped]
+                for t in cands:
+                    try:
+                        out = heal_matmul(x, hws[0], tiles=t, k_shards=shards, x_split=xs)
+                        fns = [lambda hw=hw, t=t: heal_matmul(x, hw, tiles=t, k_shards=shards, x_split=xs)
+                               for hw in hws]
+                        res.append((us(fns, 2 * copies), t, grid))
+                    except Exception as e:  # noqa: BLE001 - tiles over the shared-memory limit are skipped
+                        print(f"  skip {t}: {str(e)[:50]}")
+                        continue
+                    first = out if first is None else first
+                    same &= torch.equal(out, first)
+            configs.matmul_shard_grid = grid_choice
+            shipped_us = next(u for u, t, g in res if t == shipped and g == shipped_grid)
+            best = sorted(res, key=lambda r: r[0])
+            top = ", ".join(f"{u:.1f}us {t.block_m}x{t.block_n}w{t.num_warps}s{t.num_stages}u{t.k_unroll}"
+                            f"{' grid' if g else ''}" for u, t, g in best[:5])
+            print(f"{name} M{m} shards {shards}: fp16 {base:.1f}us | shipped {shipped_us:.1f}us "
+                  f"({shipped.block_m}x{shipped.block_n}w{shipped.num_warps}s{shipped.num_stages}"
+                  f"u{shipped.k_unroll}{' grid' if shipped_grid else ''}) | best {top} | bitwise {same}", flush=True)
+        del hws, whs
+
+
 def shipped():
     """FP16 cuBLAS and heal_matmul as shipped (its own tiles and shard placement; o_proj and down_proj
     with HEAL_ROW_SHARDS=2) at decode and batched-decode M, weights rotated through 256 MiB of copies."""
@@ -163,6 +218,9 @@ def main():
         return
     if "--mid-m" in sys.argv:
         mid_m()
+        return
+    if "--decode-m" in sys.argv:
+        decode_m()
         return
     torch.manual_seed(0)
     for name, n, k in LLAMA3_8B_LINEARS[:4]:
