@@ -7,6 +7,7 @@ regression) and its throughput benchmark moved by 0.07 s inside a 0.3 s spread (
 """
 
 import os
+import re
 import subprocess
 import sys
 
@@ -132,3 +133,22 @@ def test_workloads_fit_the_context_and_count_kv_bytes(tmp_path):
     assert kv_bytes_per_token(str(tmp_path), "bf16") == 32 * 2 * 8 * 128 * 2
     assert kv_bytes_per_token(str(tmp_path), "fp32") == 32 * 2 * 8 * 128 * 4
     assert kv_bytes_per_token(str(tmp_path), "heal") == 32 * 2 * 8 * (2 * 128 + 4)
+
+
+def test_sass_mix_counts_the_attention_kernels_instructions():
+    """bench.kernels.sass_mix compiles the attention kernel for sm_90 on this CPU machine (no GPU) and
+    reports its loop's instruction mix: a decode block holds the int8 score MMAs and the FP16 P.V MMAs."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # a real compile, not the interpreter
+    res = subprocess.run([sys.executable, "-m", "bench.kernels.sass_mix"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = res.stdout.strip().splitlines()
+    from bench.kernels import sass_mix
+
+    assert [ln.split(":")[0] for ln in lines] == [label for label, _, _ in sass_mix.launches()]
+    for ln in lines:
+        loop = int(re.search(r"loop (\d+) \(MMA: ", ln).group(1))
+        mma = {op: int(c) for op, c in re.findall(r"([HI]G?MMA) (\d+)", ln.split("|")[0])}
+        assert 0 < sum(mma.values()) < loop, ln
+        if ln.startswith("decode"):  # a decode block: exact int8 score MMAs and FP16 P.V MMAs
+            assert mma.get("IMMA", 0) > 0 and mma.get("HMMA", 0) > 0, ln
