@@ -20,13 +20,18 @@ from heal_kernels import attention, configs, kv_int16
 HQ, HK, D = LLAMA3_8B_HEADS
 
 
-def _resources() -> str:
-    """Registers and spills of the most recently compiled _attn_kernel variant."""
+def _compiled():
     from heal_kernels._kernels.attention import _attn_kernel
 
-    ks = [k for dc in _attn_kernel.device_caches.values() for k in dc[0].values()]
-    if not ks:
-        return ""
+    return [k for dc in _attn_kernel.device_caches.values() for k in dc[0].values()]
+
+
+def _resources(before: int) -> str:
+    """Registers and spills of the _attn_kernel variant compiled since `before` variants existed; a
+    variant compiled earlier (another shape or setting) cannot be told apart, so it reports none."""
+    ks = _compiled()
+    if len(ks) <= before:
+        return "(compiled earlier)"
     ks[-1]._init_handles()
     return f"regs {ks[-1].n_regs} spills {ks[-1].n_spills}"
 
@@ -100,6 +105,7 @@ def _sweep(label, call, settings, kwargs, reps=5, nbytes=0):
     ref = None
     for setting in settings:
         kw = kwargs(setting)
+        before = len(_compiled())
         try:
             out = call(**kw)
             t = us(lambda: call(**kw), reps)
@@ -109,7 +115,7 @@ def _sweep(label, call, settings, kwargs, reps=5, nbytes=0):
         ref = out if ref is None else ref
         bw = f" {nbytes / (t * 1e-6) / 1e9:.0f} GB/s" if nbytes else ""
         name = setting[0] if isinstance(setting, tuple) and isinstance(setting[0], str) else setting
-        print(f"  {label} {name}: {t:.1f} us{bw} same bits {torch.equal(out, ref)} {_resources()}", flush=True)
+        print(f"  {label} {name}: {t:.1f} us{bw} same bits {torch.equal(out, ref)} {_resources(before)}", flush=True)
 
 
 def _launch(path, warps, stages, **kw):
