@@ -84,22 +84,30 @@ def _mid_candidates(m: int) -> list[configs.MatmulTiles]:
     return out
 
 
-def mid_m():
-    """Batched-decode M (64-256) with each layer's K shards, both shard placements, wide N tiles included.
+def _tile_name(t: configs.MatmulTiles, grid: bool) -> str:
+    return (f"{t.block_m}x{t.block_n}w{t.num_warps}s{t.num_stages}u{t.k_unroll}h{t.n_halves}"
+            f"{' grid' if grid else ''}")
 
-    Weights rotate through copies (256 MiB in all) so a weight that fits in L2 is still read from
-    HBM, as in the served model; every candidate must give the shipped tile's bits.
-    """
+
+def _placement_sweep(layers, ms, candidates, presplit: bool) -> None:
+    """Each layer's K shards at each M, both shard placements for the 2-shard layers, the shipped tile
+    first, weights rotated through copies (256 MiB in all) so a weight that fits in L2 is still read
+    from HBM, as in the served model.  ``candidates(m)``: the tiles to try.  ``presplit``: x arrives
+    already split (as its producer hands it over when served), so the split kernel is not timed.
+    Every candidate must give the shipped tile's bits."""
+    from heal_kernels.matmul import split_tiles
+
     torch.manual_seed(0)
     grid_choice = configs.matmul_shard_grid
-    for name, n, k in LLAMA3_8B_LINEARS[:4]:
+    for name, n, k in layers:
         shards = 2 if name in ("o_proj", "down_proj") else 1
         w = (torch.randn(n, k, device="cuda") * 0.02).bfloat16()
         copies = max(1, (256 << 20) // (n * k * 2))
         hws = [prepare_weight(w) for _ in range(copies)]
         whs = [w.half() for _ in range(copies)]
-        for m in (64, 128, 256):
+        for m in ms:
             x = torch.randn(m, k, device="cuda")
+            xs = split_tiles(x, configs.matmul_numerics("sm90", torch.float16, n, k).block_k) if presplit else None
             xh = x.half()
             base = us([lambda wh=wh: xh @ wh.T for wh in whs], 2 * copies)
             shipped_grid = grid_choice("sm90", m, shards)
@@ -109,65 +117,12 @@ def mid_m():
             for grid in places:
                 configs.matmul_shard_grid = lambda arch, mm, ks, eager=False, g=grid: g if ks == 2 else grid_choice(
                     arch, mm, ks, eager=eager)
-                cands = _mid_candidates(m)
+                cands = candidates(m)
                 if grid == shipped_grid:
                     cands = [shipped] + [t for t in cands if t != shipped]
                 for t in cands:
                     if shards == 2 and not grid and t.n_halves != 1:
                         continue
-                    try:
-                        out = heal_matmul(x, hws[0], tiles=t, k_shards=shards)
-                        fns = [lambda hw=hw, t=t: heal_matmul(x, hw, tiles=t, k_shards=shards) for hw in hws]
-                        res.append((us(fns, 2 * copies), t, grid))
-                    except Exception as e:  # noqa: BLE001 - tiles over the shared-memory limit are skipped
-                        print(f"  skip {t}: {str(e)[:50]}")
-                        continue
-                    first = out if first is None else first
-                    same &= torch.equal(out, first)
-            configs.matmul_shard_grid = grid_choice
-            shipped_us = next(u for u, t, g in res if t == shipped and g == shipped_grid)
-            best = sorted(res, key=lambda r: r[0])
-            top = ", ".join(f"{u:.1f}us {t.block_m}x{t.block_n}w{t.num_warps}s{t.num_stages}u{t.k_unroll}"
-                            f"h{t.n_halves}{' grid' if g else ''}" for u, t, g in best[:4])
-            print(f"{name} M{m} shards {shards}: fp16 {base:.1f}us | shipped {shipped_us:.1f}us "
-                  f"({shipped.block_m}x{shipped.block_n}{' grid' if shipped_grid else ''}) | best {top} | "
-                  f"bitwise {same}", flush=True)
-
-
-def _decode_candidates() -> list[configs.MatmulTiles]:
-    return [T(16, bn, nw, 4, k_unroll=u) for bn in (16, 32, 64) for nw in (1, 2, 4) for u in (1, 2)]
-
-
-def decode_m():
-    """Decode M (1, 16) as served: x arrives already split (its producer wrote the split), weights
-    rotated out of L2, the 2-shard layers with both shard placements, 16- to 64-wide tiles and 1-4
-    warps.  Every candidate must give the shipped tile's bits."""
-    from heal_kernels.matmul import split_tiles
-
-    torch.manual_seed(0)
-    grid_choice = configs.matmul_shard_grid
-    for name, n, k in LLAMA3_8B_LINEARS:
-        shards = 2 if name in ("o_proj", "down_proj") else 1
-        w = (torch.randn(n, k, device="cuda") * 0.02).bfloat16()
-        copies = max(1, (256 << 20) // (n * k * 2))
-        hws = [prepare_weight(w) for _ in range(copies)]
-        whs = [w.half() for _ in range(copies)]
-        for m in (1, 16):
-            x = torch.randn(m, k, device="cuda")
-            xs = split_tiles(x, configs.matmul_numerics("sm90", torch.float16, n, k).block_k)
-            xh = x.half()
-            base = us([lambda wh=wh: xh @ wh.T for wh in whs], 2 * copies)
-            shipped_grid = grid_choice("sm90", m, shards)
-            shipped = configs.matmul_tiles("sm90", m, n, k_shards=shards, shard_grid=shipped_grid)
-            places = (False, True) if shards == 2 else (shipped_grid,)
-            res, first, same = [], None, True
-            for grid in places:
-                configs.matmul_shard_grid = lambda arch, mm, ks, eager=False, g=grid: g if ks == 2 else grid_choice(
-                    arch, mm, ks, eager=eager)
-                cands = _decode_candidates()
-                if grid == shipped_grid:
-                    cands = [shipped] + [t for t in cands if t != shipped]
-                for t in cands:
                     try:
                         out = heal_matmul(x, hws[0], tiles=t, k_shards=shards, x_split=xs)
                         fns = [lambda hw=hw, t=t: heal_matmul(x, hw, tiles=t, k_shards=shards, x_split=xs)
@@ -180,13 +135,26 @@ def decode_m():
                     same &= torch.equal(out, first)
             configs.matmul_shard_grid = grid_choice
             shipped_us = next(u for u, t, g in res if t == shipped and g == shipped_grid)
-            best = sorted(res, key=lambda r: r[0])
-            top = ", ".join(f"{u:.1f}us {t.block_m}x{t.block_n}w{t.num_warps}s{t.num_stages}u{t.k_unroll}"
-                            f"{' grid' if g else ''}" for u, t, g in best[:5])
+            top = ", ".join(f"{u:.1f}us {_tile_name(t, g)}" for u, t, g in sorted(res, key=lambda r: r[0])[:5])
             print(f"{name} M{m} shards {shards}: fp16 {base:.1f}us | shipped {shipped_us:.1f}us "
-                  f"({shipped.block_m}x{shipped.block_n}w{shipped.num_warps}s{shipped.num_stages}"
-                  f"u{shipped.k_unroll}{' grid' if shipped_grid else ''}) | best {top} | bitwise {same}", flush=True)
+                  f"({_tile_name(shipped, shipped_grid)}) | best {top} | bitwise {same}", flush=True)
         del hws, whs
+
+
+def mid_m():
+    """Batched-decode M (64-256), wide N tiles included (_placement_sweep)."""
+    _placement_sweep(LLAMA3_8B_LINEARS[:4], (64, 128, 256), _mid_candidates, presplit=False)
+
+
+def _decode_candidates(m: int) -> list[configs.MatmulTiles]:
+    del m
+    return [T(16, bn, nw, 4, k_unroll=u) for bn in (16, 32, 64) for nw in (1, 2, 4) for u in (1, 2)]
+
+
+def decode_m():
+    """Decode M (1, 16) as served: x arrives already split, 16- to 64-wide tiles and 1-4 warps
+    (_placement_sweep)."""
+    _placement_sweep(LLAMA3_8B_LINEARS, (1, 16), _decode_candidates, presplit=True)
 
 
 def shipped():
