@@ -45,7 +45,7 @@ def _launch_opts(arch: str, path: str, launch: configs.AttentionLaunch | None) -
 def _check_halves(launch: configs.AttentionLaunch, head_dim: int, dv: int) -> None:
     if launch.halves not in (1, 2):
         raise ValueError(f"launch.halves={launch.halves}: must be 1 or 2")
-    if launch.halves == 2 and (head_dim // 2 < 32 or dv // 2 < 16):
+    if launch.halves == 2 and not configs.halves_fit(head_dim, dv):
         raise ValueError(f"launch.halves=2 needs >= 32 of K's head_dim ({head_dim}) and >= 16 of V's {dv} columns "
                          "per half (the MMA tile's minimum)")
 

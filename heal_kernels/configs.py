@@ -165,8 +165,14 @@ def attention_decode_launch(arch: str, n_seqs: int, kv_heads: int, head_dim: int
     parts = launch.d_parts
     while parts > 1 and head_dim // parts < 16:  # an MMA tile is at least 16 columns wide
         parts //= 2
-    halves = launch.halves if head_dim // 2 >= 32 and head_dim // max(parts, 1) // 2 >= 16 else 1
+    halves = launch.halves if halves_fit(head_dim, head_dim // max(parts, 1)) else 1
     return dataclasses.replace(launch, d_parts=parts, halves=halves)
+
+
+def halves_fit(head_dim: int, v_cols: int) -> bool:
+    """Whether AttentionLaunch.halves = 2 leaves each half its MMA tile's minimum: 32 of K's head dim
+    (int8 MMA) and 16 of the program's V columns."""
+    return head_dim // 2 >= 32 and v_cols // 2 >= 16
 
 
 def matmul_numerics(arch: str, w_dtype: torch.dtype, n: int, k: int) -> MatmulNumerics:

@@ -47,8 +47,8 @@ def compile_attn(launch: configs.AttentionLaunch, *, decode: bool, arch: int = 9
                  head_dim: int = 128):
     """The compiled ``_attn_kernel`` for one launch (its constexprs and options as the launchers set them)."""
     numerics = configs.attention_numerics("sm90")
-    block_m = 16 if decode else max(launch.rows, triton.next_power_of_2(group))
-    const = dict(GROUP=group, HEAD_DIM=head_dim, BLOCK_M=max(block_m, triton.next_power_of_2(group)),
+    block_m = max(16 if decode else launch.rows, triton.next_power_of_2(group))  # as the launchers pick it
+    const = dict(GROUP=group, HEAD_DIM=head_dim, BLOCK_M=block_m,
                  BLOCK_N=numerics.kv_block, SPLIT=numerics.split_tokens, DECODE=decode, HAS_WINDOW=False,
                  HAS_CAP=False, EXACT=False, D_PARTS=(launch.d_parts or 1) if decode else 1,
                  PREFETCH=launch.prefetch, HALVES=launch.halves)
