@@ -19,7 +19,7 @@ import torch
 import triton
 
 from heal_kernels import configs
-from heal_kernels._kernels.attention import _attn_kernel, _merge_kernel
+from heal_kernels._kernels.attention import _attn_kernel, _decode_kernel, _merge_kernel
 from heal_kernels._runtime import FLOAT_DTYPES, arch_key, check_tensor, is_capturing, out_buffer
 from heal_kernels.kv_int16 import Int16KV, check_cache, check_slots
 from heal_kernels.matmul import SplitX, check_split_k, empty_split, split_tiles
@@ -39,6 +39,13 @@ def _launch_opts(arch: str, path: str, launch: configs.AttentionLaunch | None) -
         opts["EXACT"] = False
         opts["PREFETCH"] = launch.prefetch
         opts["HALVES"] = launch.halves
+    return opts
+
+
+def _decode_opts(arch: str, launch: configs.AttentionLaunch) -> dict:
+    """_launch_opts for _decode_kernel (no HALVES)."""
+    opts = _launch_opts(arch, "decode", launch)
+    del opts["HALVES"]
     return opts
 
 
@@ -247,17 +254,31 @@ def attention_decode(
     pm = torch.empty((n_seqs, hq, n_splits), dtype=torch.float32, device=q.device)
     pl = torch.empty_like(pm)
     pacc = torch.empty((n_seqs, hq, n_splits, d), dtype=torch.float32, device=q.device)
-    _attn_kernel[(n_prog * d_parts, n_seqs, hk)](
-        q, out, pm, pl, pacc, kv_indptr, kv_indptr, kv_indices,
-        cache.k, cache.k_scale, cache.v, cache.v_scale,
-        float(sm_scale), int(sliding_window), float(logit_cap),
-        q.stride(0), q.stride(1), out.stride(0), out.stride(1),
-        cache.k.stride(0), cache.k.stride(1), cache.k_scale.stride(0),
-        pm.stride(0), pm.stride(1), pm.stride(2),
-        GROUP=group, HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=numerics.kv_block, SPLIT=numerics.split_tokens,
-        DECODE=True, HAS_WINDOW=sliding_window >= 0, HAS_CAP=logit_cap > 0, D_PARTS=d_parts,
-        **_launch_opts(arch, "decode", dl),
-    )
+    if dl.transposed:
+        if dl.halves != 1:
+            raise ValueError("launch.transposed needs launch.halves=1")
+        _decode_kernel[(n_prog * d_parts, n_seqs, hk)](
+            q, pm, pl, pacc, kv_indptr, kv_indices,
+            cache.k, cache.k_scale, cache.v, cache.v_scale,
+            float(sm_scale), int(sliding_window), float(logit_cap),
+            q.stride(0), q.stride(1), cache.k.stride(0), cache.k.stride(1), cache.k_scale.stride(0),
+            pm.stride(0), pm.stride(1), pm.stride(2),
+            GROUP=group, HEAD_DIM=d, ROWS=max(8, triton.next_power_of_2(group)), BLOCK_N=numerics.kv_block,
+            SPLIT=numerics.split_tokens, HAS_WINDOW=sliding_window >= 0, HAS_CAP=logit_cap > 0, D_PARTS=d_parts,
+            **_decode_opts(arch, dl),
+        )
+    else:
+        _attn_kernel[(n_prog * d_parts, n_seqs, hk)](
+            q, out, pm, pl, pacc, kv_indptr, kv_indptr, kv_indices,
+            cache.k, cache.k_scale, cache.v, cache.v_scale,
+            float(sm_scale), int(sliding_window), float(logit_cap),
+            q.stride(0), q.stride(1), out.stride(0), out.stride(1),
+            cache.k.stride(0), cache.k.stride(1), cache.k_scale.stride(0),
+            pm.stride(0), pm.stride(1), pm.stride(2),
+            GROUP=group, HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=numerics.kv_block, SPLIT=numerics.split_tokens,
+            DECODE=True, HAS_WINDOW=sliding_window >= 0, HAS_CAP=logit_cap > 0, D_PARTS=d_parts,
+            **_launch_opts(arch, "decode", dl),
+        )
     ml = merge_launch or configs.attention_launch(arch, "merge")
     if ml.rows and ml.rows & (ml.rows - 1):
         raise ValueError(f"merge_launch.rows={ml.rows}: heads per merge program must be a power of two")

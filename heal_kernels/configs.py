@@ -63,6 +63,7 @@ class AttentionLaunch:
     prefetch: bool = False  # load the next KV block before computing this one (more registers, loads overlap)
     halves: int = 1  # 2: K's head dim and V's columns in two halves, one after the other (fewer live registers)
     maxnreg: int = 0  # registers per thread at most (0: the compiler's choice; fewer: more programs per SM)
+    transposed: bool = False  # decode: keys along the MMA's M, q heads along N (_decode_kernel; halves=1)
 
 
 @dataclass(frozen=True)
@@ -137,9 +138,9 @@ _ATTN_LAUNCH = {
 #   (4, 1, yes) 427.7;  B64 x 1024: (1, 1, no) 217.4.
 # Chosen from the batch only, never from the lengths (fixed when a CUDA graph is captured).
 _DECODE_LAUNCH: tuple[tuple[int, AttentionLaunch], ...] = (
-    (8, AttentionLaunch(num_warps=4, num_stages=1, programs=2048, d_parts=2, prefetch=True)),
-    (64, AttentionLaunch(num_warps=1, num_stages=1, programs=2048, d_parts=2)),
-    (1 << 62, AttentionLaunch(num_warps=1, num_stages=1, programs=2048, d_parts=1)),
+    (8, AttentionLaunch(num_warps=4, num_stages=1, programs=2048, d_parts=2, prefetch=True, transposed=True)),
+    (64, AttentionLaunch(num_warps=1, num_stages=1, programs=2048, d_parts=2, transposed=True)),
+    (1 << 62, AttentionLaunch(num_warps=1, num_stages=1, programs=2048, d_parts=1, transposed=True)),
 )
 # Batch sizes (with 8 kv heads) that select every entry of _DECODE_LAUNCH, for the tests.
 DECODE_LAUNCH_PROBES = (1, 2, 8, 9)

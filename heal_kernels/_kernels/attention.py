@@ -80,24 +80,84 @@ def _load_kv(b0, limit, slots, kc_ptr, ks_ptr, vc_ptr, vs_ptr, kvh, stride_cs, s
 
 
 @triton.jit
-def _qk_tile(qh, ql, k):
-    """Exact q.k (int64 [R, N]) of q's int8 parts and a K tile of int16 values [N, W] over the same W columns."""
-    kh, kl = _split16(k.to(tl.int32))
-    return _qk_int(qh, ql, tl.trans(kh.to(tl.int8)), tl.trans(kl.to(tl.int8)))
+def _k_bytes(k, EXACT: tl.constexpr):
+    """K's int16 tile -> its bytes as int8 (hi, lo - 128): k == hi * 256 + (lo - 128) + 128.
+
+    On the GPU one byte permute per part and four values (and one xor for lo) instead of a
+    sign-extension, add, mask and shift per value; the + 128 of every value is folded into the
+    scores once per q row (_qk_tile's q_off).  EXACT (the interpreter, which runs no PTX): the same
+    bytes in Triton ops.
+    """
+    if EXACT:
+        k32 = k.to(tl.int32)
+        return (k32 >> 8).to(tl.int8), ((k32 & 255) - 128).to(tl.int8)
+    return tl.inline_asm_elementwise(
+        asm="""{
+        prmt.b32 $0, $2, $3, 0x7531;
+        prmt.b32 $1, $2, $3, 0x6420;
+        xor.b32 $1, $1, 0x80808080;
+        }""",
+        constraints="=r,=r,r,r", args=[k], dtype=(tl.int8, tl.int8), is_pure=True, pack=4)
+
+
+@triton.jit
+def _qk_tile(qh, ql, k, EXACT: tl.constexpr):
+    """q.k (int64 [R, N]) of q's int8 parts and a K tile of int16 values [N, W] over the same W columns,
+    less 128 * (the sum of q's values over the W columns): _k_bytes' parts leave out 128 per value."""
+    kh, kl = _k_bytes(k, EXACT)
+    return _qk_int(qh, ql, tl.trans(kh), tl.trans(kl))
+
+
+@triton.jit
+def _v_parts(v, EXACT: tl.constexpr):
+    """V's int16 tile -> (hi, lo) FP16 with v == hi * 256 + lo, lo in [-128, 127] (_split16's parts).
+
+    On the GPU from the bytes of v + 128 (two 16-bit lanes per register, added without a carry
+    between them) placed under FP16's exponent for 1024 (0x64XX == 1024 + XX, exact) and one
+    packed FP16 subtraction of 1152 per two values: no int -> float conversions, which issue at a
+    quarter of the ALU rate.  EXACT (the interpreter): _split16.
+    """
+    if EXACT:
+        vh, vl = _split16(v.to(tl.int32))
+        return vh.to(tl.float16), vl.to(tl.float16)
+    return tl.inline_asm_elementwise(
+        asm="""{
+        .reg .b32 t<2>, m, c;
+        mov.b32 m, 0x64806480;
+        and.b32 t0, $4, 0x7fff7fff;
+        add.u32 t0, t0, 0x00800080;
+        and.b32 c, $4, 0x80008000;
+        xor.b32 t0, t0, c;
+        xor.b32 t0, t0, 0x80008000;
+        and.b32 t1, $5, 0x7fff7fff;
+        add.u32 t1, t1, 0x00800080;
+        and.b32 c, $5, 0x80008000;
+        xor.b32 t1, t1, c;
+        xor.b32 t1, t1, 0x80008000;
+        prmt.b32 $0, t0, 0x64646464, 0x4341;
+        prmt.b32 $1, t1, 0x64646464, 0x4341;
+        prmt.b32 $2, t0, 0x64646464, 0x4240;
+        prmt.b32 $3, t1, 0x64646464, 0x4240;
+        sub.f16x2 $0, $0, m;
+        sub.f16x2 $1, $1, m;
+        sub.f16x2 $2, $2, m;
+        sub.f16x2 $3, $3, m;
+        }""",
+        constraints="=r,=r,=r,=r,r,r", args=[v], dtype=(tl.float16, tl.float16), is_pure=True, pack=4)
 
 
 @triton.jit
 def _pv(acc, alpha, p_hi, p_lo, p_inv, v, EXACT: tl.constexpr):
     """acc * alpha + (P.V over v's columns): V's int16 values as int8 parts (exact in FP16), four FP16 MMAs."""
-    vh, vl = _split16(v.to(tl.int32))
-    pv_h = _dot2(p_hi, p_lo, vh.to(tl.float16), EXACT)
-    pv_l = _dot2(p_hi, p_lo, vl.to(tl.float16), EXACT)
+    vh, vl = _v_parts(v, EXACT)
+    pv_h = _dot2(p_hi, p_lo, vh, EXACT)
+    pv_l = _dot2(p_hi, p_lo, vl, EXACT)
     return acc * alpha[:, None] + (pv_h * 256.0 + pv_l) * p_inv[:, None]
 
 
 @triton.jit
 def _block(
-    m_i, l_i, acc0, acc1, qh0, ql0, qh1, ql1, qs, pos_q, row_ok, b0, seq_len, k0, k1, v0, v1, sk, sv,
+    m_i, l_i, acc0, acc1, qh0, ql0, qh1, ql1, q_off, qs, pos_q, row_ok, b0, seq_len, k0, k1, v0, v1, sk, sv,
     window, cap, ones,
     BLOCK_N: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_CAP: tl.constexpr, EXACT: tl.constexpr,
     HALVES: tl.constexpr,
@@ -113,9 +173,10 @@ def _block(
     """
     pos_k = b0 + tl.arange(0, BLOCK_N)
     in_seq = pos_k < seq_len
-    s_int = _qk_tile(qh0, ql0, k0)
+    # the exact integer q.k: the tiles' parts, and 128 * sum(q) for the 128 they leave out of each K value
+    s_int = _qk_tile(qh0, ql0, k0, EXACT) + q_off[:, None]
     if HALVES == 2:
-        s_int += _qk_tile(qh1, ql1, k1)
+        s_int += _qk_tile(qh1, ql1, k1, EXACT)
     # the scales multiply first: the exact integer score times q's scale alone overflows for a
     # q row near FP32's max, where the score itself (times k's scale) is finite
     s = s_int.to(tl.float32) * (qs[:, None] * sk[None, :])
@@ -207,6 +268,7 @@ def _attn_kernel(
     q_rows = q_ptr + (q_start + tok.to(tl.int64))[:, None] * stride_qt + head[:, None] * stride_qh + d[None, :]
     q = tl.load(q_rows, mask=row_ok[:, None], other=0.0).to(tl.float32)
     q_int, q_scale = _quantize_rows(q)
+    q_off = tl.sum(q_int, axis=1).to(tl.int64) * 128  # an integer sum: exact in any order
     if HALVES == 2:
         q_a, q_b = _halves(q_int, BLOCK_M, HEAD_DIM // 2)
         qh0, ql0 = _split16(q_a)
@@ -259,7 +321,7 @@ def _attn_kernel(
                 k0, k1, v0, v1, sk, sv = _load_kv(b0, seq_len, slots, kc_ptr, ks_ptr, vc_ptr, vs_ptr, kvh,
                                                   stride_cs, stride_ch, stride_ss, d0, HEAD_DIM, DV, BLOCK_N, HALVES)
             m_i, l_i, acc0, acc1 = _block(
-                m_i, l_i, acc0, acc1, qh0, ql0, qh1, ql1, qs, pos_q, row_ok, b0, seq_len, k0, k1, v0, v1, sk, sv,
+                m_i, l_i, acc0, acc1, qh0, ql0, qh1, ql1, q_off, qs, pos_q, row_ok, b0, seq_len, k0, k1, v0, v1, sk, sv,
                 window, cap, ones, BLOCK_N, HAS_WINDOW, HAS_CAP, EXACT, HALVES,
             )
             slots = slots_next
@@ -284,6 +346,134 @@ def _attn_kernel(
         tl.store(o_rows + cols[None, :], ACC0 / L[:, None], mask=row_ok[:, None])
         if HALVES == 2:
             tl.store(o_rows + (cols + VW)[None, :], ACC1 / L[:, None], mask=row_ok[:, None])
+
+
+@triton.jit
+def _dot2_left(a, b_hi, b_lo, EXACT: tl.constexpr):
+    """a . b_hi + a . b_lo as one fp32 MMA chain: _dot2 with its operands' roles swapped (each output
+    element sums the same products in the same order as _dot2 of the transposes)."""
+    if EXACT:
+        a64 = a.to(tl.float64)
+        lo = tl.dot(a64, b_lo.to(tl.float64), out_dtype=tl.float64)
+        return tl.dot(a64, b_hi.to(tl.float64), lo, out_dtype=tl.float64).to(tl.float32)
+    return tl.dot(a, b_hi, tl.dot(a, b_lo))
+
+
+@triton.jit
+def _split_cols(x):
+    """_split_tile of each column of x [N, R] (the rows of x^T): (hi, lo [N, R], 2**-shift [R])."""
+    hi, lo, inv = _split_tile(tl.trans(x))
+    return tl.trans(hi), tl.trans(lo), inv
+
+
+@triton.jit
+def _block_t(
+    m_i, l_i, acc, qh_t, ql_t, q_off, qs, pos_q, row_ok, b0, seq_len, k, v, sk, sv, window, cap, ones_t,
+    BLOCK_N: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_CAP: tl.constexpr, EXACT: tl.constexpr,
+):
+    """_block for one decode token, transposed: keys along the MMA's M side, the group's q heads along N.
+
+    Scores s^T [BLOCK_N, R] = K . q^T and P.V's output acc^T [DV, R] = V^T . P^T: the same exact integer
+    scores, the same elementwise steps and splits (per q head, over the block's keys) and the same
+    products summed in the same order per output element as _block's, so the same bits.  With a
+    group of 4 to 8 q heads the MMAs' N = 8 holds them where _block's M = 16 did, half the MMAs and
+    half the accumulator.
+    """
+    pos_k = b0 + tl.arange(0, BLOCK_N)
+    in_seq = pos_k < seq_len
+    kh, kl = _k_bytes(k, EXACT)
+    s_int = _qk_int(kh, kl, qh_t, ql_t) + q_off[None, :]
+    s = s_int.to(tl.float32) * (qs[None, :] * sk[:, None])
+    if HAS_CAP:
+        s = cap * (1.0 - 2.0 / (tl.exp2((s / cap) * (2.0 * LOG2E)) + 1.0))
+    s = s * LOG2E
+    visible = in_seq[:, None] & (pos_k[:, None] <= pos_q) & row_ok[None, :]
+    if HAS_WINDOW:
+        visible = visible & (pos_q - pos_k[:, None] <= window)
+    s = tl.where(visible, s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, axis=0))
+    empty = m_new == float("-inf")
+    alpha = tl.where(empty, 1.0, tl.exp2(m_i - m_new))
+    p = tl.where(empty[None, :], 0.0, tl.exp2(s - m_new[None, :]))
+    p_hi, p_lo, p_inv = _split_cols(tl.where(visible, p * sv[:, None], 0.0))
+    vh, vl = _v_parts(v, EXACT)
+    pv_h = _dot2_left(tl.trans(vh), p_hi, p_lo, EXACT)
+    pv_l = _dot2_left(tl.trans(vl), p_hi, p_lo, EXACT)
+    acc = acc * alpha[None, :] + (pv_h * 256.0 + pv_l) * p_inv[None, :]
+    s_hi, s_lo, s_inv = _split_cols(p)
+    p_sum = tl.max(_dot2_left(ones_t, s_hi, s_lo, EXACT), axis=0) * s_inv
+    l_i = l_i * alpha + p_sum
+    return m_new, l_i, acc
+
+
+@triton.jit
+def _decode_kernel(
+    q_ptr, pm_ptr, pl_ptr, pacc_ptr, kv_indptr_ptr, idx_ptr,
+    kc_ptr, ks_ptr, vc_ptr, vs_ptr,
+    sm_scale, window, cap,
+    stride_qt, stride_qh, stride_cs, stride_ch, stride_ss, stride_pb, stride_ph, stride_ps,
+    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr,
+    SPLIT: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_CAP: tl.constexpr, EXACT: tl.constexpr,
+    D_PARTS: tl.constexpr = 1, PREFETCH: tl.constexpr = False,
+):
+    """Decode, one token per sequence: _attn_kernel's DECODE path with _block_t (the same bits).
+
+    Grid (programs x D_PARTS, sequences, kv heads); ROWS (a power of two >= GROUP) q heads of the kv
+    head's group; program p computes the sequence's splits p, p + programs, ... and writes each split's
+    state to the partials for _merge_kernel; D_PARTS as in _attn_kernel.
+    """
+    DV: tl.constexpr = HEAD_DIM // D_PARTS
+    pid0 = tl.program_id(0) // D_PARTS
+    d0 = (tl.program_id(0) % D_PARTS) * DV
+    b = tl.program_id(1).to(tl.int64)
+    kvh = tl.program_id(2).to(tl.int64)
+    kv_base = tl.load(kv_indptr_ptr + b).to(tl.int64)
+    seq_len = (tl.load(kv_indptr_ptr + b + 1) - kv_base).to(tl.int32)
+    if pid0 * SPLIT >= seq_len:
+        return  # no split of this sequence is this program's: leave before loading anything
+    r = tl.arange(0, ROWS)
+    head = kvh * GROUP + r
+    row_ok = r < GROUP
+    pos_q = seq_len - 1
+    d = tl.arange(0, HEAD_DIM)
+    q = tl.load(q_ptr + b * stride_qt + head[:, None] * stride_qh + d[None, :], mask=row_ok[:, None], other=0.0)
+    q_int, q_scale = _quantize_rows(q.to(tl.float32))
+    q_off = tl.sum(q_int, axis=1).to(tl.int64) * 128  # an integer sum: exact in any order
+    qh, ql = _split16(q_int)
+    qh_t = tl.trans(qh.to(tl.int8))
+    ql_t = tl.trans(ql.to(tl.int8))
+    qs = q_scale * sm_scale
+    ones_t = tl.full([16, BLOCK_N], 1.0, tl.float16)
+    for s in range(pid0, tl.cdiv(seq_len, SPLIT), tl.num_programs(0) // D_PARTS):
+        m_i = tl.full([ROWS], float("-inf"), tl.float32)
+        l_i = tl.zeros([ROWS], tl.float32)
+        acc = tl.zeros([DV, ROWS], tl.float32)
+        b_end = tl.minimum((s + 1) * SPLIT, seq_len)
+        pos_n = s * SPLIT + tl.arange(0, BLOCK_N)
+        slots = tl.load(idx_ptr + kv_base + pos_n, mask=pos_n < seq_len, other=0).to(tl.int64)
+        if PREFETCH:
+            k, _, v, _, sk, sv = _load_kv(s * SPLIT, seq_len, slots, kc_ptr, ks_ptr, vc_ptr, vs_ptr, kvh,
+                                          stride_cs, stride_ch, stride_ss, d0, HEAD_DIM, DV, BLOCK_N, 1)
+        for b0 in range(s * SPLIT, b_end, BLOCK_N):
+            pos_n = b0 + BLOCK_N + tl.arange(0, BLOCK_N)
+            slots_next = tl.load(idx_ptr + kv_base + pos_n, mask=pos_n < seq_len, other=0).to(tl.int64)
+            if PREFETCH:
+                k_next, _, v_next, _, sk_next, sv_next = _load_kv(
+                    b0 + BLOCK_N, b_end, slots_next, kc_ptr, ks_ptr, vc_ptr, vs_ptr,
+                    kvh, stride_cs, stride_ch, stride_ss, d0, HEAD_DIM, DV, BLOCK_N, 1)
+            else:
+                k, _, v, _, sk, sv = _load_kv(b0, seq_len, slots, kc_ptr, ks_ptr, vc_ptr, vs_ptr, kvh,
+                                              stride_cs, stride_ch, stride_ss, d0, HEAD_DIM, DV, BLOCK_N, 1)
+            m_i, l_i, acc = _block_t(m_i, l_i, acc, qh_t, ql_t, q_off, qs, pos_q, row_ok, b0, seq_len, k, v, sk, sv,
+                                     window, cap, ones_t, BLOCK_N, HAS_WINDOW, HAS_CAP, EXACT)
+            slots = slots_next
+            if PREFETCH:
+                k, v, sk, sv = k_next, v_next, sk_next, sv_next
+        part = b * stride_pb + head * stride_ph + s * stride_ps
+        tl.store(pm_ptr + part, m_i, mask=row_ok & (d0 == 0))
+        tl.store(pl_ptr + part, l_i, mask=row_ok & (d0 == 0))
+        cols = d0 + tl.arange(0, DV)
+        tl.store(pacc_ptr + part[None, :] * HEAD_DIM + cols[:, None], acc, mask=row_ok[None, :])
 
 
 @triton.jit

@@ -142,10 +142,11 @@ def test_launch_choices_do_not_change_bits(device, window, cap):
     launches = [configs.attention_decode_launch("sm90", n, 8, 128) for n in configs.DECODE_LAUNCH_PROBES]
     launches += [dataclasses.replace(base, d_parts=p) for p in (1, 2, 4, 8)]
     launches += [dataclasses.replace(base, d_parts=p, halves=2) for p in (1, 4)]
+    launches += [dataclasses.replace(base, d_parts=p, transposed=True) for p in (1, 2, 8)]
     if cap == 0.0:  # every compiled variant costs seconds on the GPU: the other launch choices once
         warps = (2, 4) if ON_GPU else (1,)
-        launches += [dataclasses.replace(base, d_parts=p, num_warps=w, prefetch=f)
-                     for p, w, f in itertools.product((1, 2), warps, (False, True))]
+        launches += [dataclasses.replace(base, d_parts=p, num_warps=w, prefetch=f, transposed=t)
+                     for p, w, f, t in itertools.product((1, 2), warps, (False, True), (False, True))]
     for launch in launches:
         dec = b.decode([0, 1], [n - 1 for n in lens], out=poisoned((2, 8, 128), device), launch=launch, **kw)
         assert torch.equal(dec, full[ends.to(device)]), f"{launch}"
