@@ -1,7 +1,8 @@
 """GPU probe of HEAL attention: time by launch options (warps, stages, rows) and KV block size; accuracy.
 
     python -m bench.kernels.probe_attention [--accuracy | --blocks | --extend-rows | --decode-shapes | --decode-launch
-                                            | --merge | --halves]
+                                            | --merge | --halves | --shipped
+                                            | --transposed]
 """
 
 from __future__ import annotations
@@ -219,8 +220,43 @@ def decode_launch():
            lambda st: _launch("extend", st[0], 1, rows=st[1], prefetch=st[2]), reps=2)
 
 
+def transposed():
+    """Decode by batch x context at a 131072-token bound: the shipped launch, then _decode_kernel (keys along
+    the MMA's M) by warps x V-column programs x prefetch.  Launch choices: the bits must not move."""
+    for bs, ctx in ((1, 128), (1, 1024), (1, 8192), (4, 2048), (8, 1024), (16, 4096), (64, 1024)):
+        dec, nbytes = decode_case(bs, ctx)
+        shipped_launch = configs.attention_decode_launch("sm90", bs, HK, D)
+        settings = [("shipped", shipped_launch), ("shipped, not transposed",
+                                                  dataclasses.replace(shipped_launch, transposed=False))]
+        settings += [(f"T w{w} p{p} f{int(f)}", dataclasses.replace(shipped_launch, num_warps=w, d_parts=p, prefetch=f,
+                                                                   transposed=True))
+                     for w, p, f in itertools.product((1, 2, 4), (1, 2, 4), (False, True))]
+        _sweep(f"decode B{bs} ctx{ctx}", dec, settings, lambda st: {"max_seq_len": 131072, "launch": st[1]},
+               nbytes=nbytes)
+
+
+def shipped():
+    """The shipped launches only (decode at a 131072-token bound, extend 4k): time and a digest of the
+    output's bits, to compare two source trees run one after the other on one GPU."""
+    import hashlib
+
+    cases = [(f"decode B{bs} ctx{ctx}", *decode_case(bs, ctx), {"max_seq_len": 131072})
+             for bs, ctx in ((1, 128), (1, 8192), (16, 4096), (64, 1024))]
+    cases.append(("extend 4k", extend_case(), 0, {}))
+    for label, call, nbytes, kw in cases:
+        out = call(**kw)
+        t = us(lambda: call(**kw), 5 if nbytes else 2)
+        digest = hashlib.sha256(out.contiguous().view(torch.uint8).cpu().numpy().tobytes()).hexdigest()[:16]
+        bw = f" {nbytes / (t * 1e-6) / 1e9:.0f} GB/s" if nbytes else ""
+        print(f"  {label}: {t:.1f} us{bw} bits {digest}", flush=True)
+
+
 def main():
-    if "--decode-launch" in sys.argv:
+    if "--shipped" in sys.argv:
+        shipped()
+    elif "--transposed" in sys.argv:
+        transposed()
+    elif "--decode-launch" in sys.argv:
         decode_launch()
     elif "--extend-rows" in sys.argv:
         extend_rows()

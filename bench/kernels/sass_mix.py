@@ -2,8 +2,9 @@
 
     python -m bench.kernels.sass_mix [--arch 90]
 
-Compiles ``_attn_kernel`` the way ``attention_decode`` / ``attention_extend`` launch it on an
-8B-shaped layer (GROUP 4, head_dim 128, the shipped launches and a few others), with the
+Compiles the attention kernel (``_attn_kernel``, or ``_decode_kernel`` for a transposed decode launch) the
+way ``attention_decode`` / ``attention_extend`` launch it on an 8B-shaped layer (GROUP 4, head_dim 128,
+the shipped launches and a few others), with the
 16-byte divisibility the JIT gives pointers and strides at launch (without it every K/V load
 is a scalar 16-bit load and the counts mislead), disassembles the cubin with Triton's bundled
 ``cuobjdump`` and prints, for the largest loop (one KV block), its instruction count and the
@@ -27,7 +28,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from heal_kernels import configs
-from heal_kernels._kernels.attention import _attn_kernel
+from heal_kernels._kernels.attention import _attn_kernel, _decode_kernel
 
 _PTR = {"q_ptr": "*fp32", "out_ptr": "*fp32", "pm_ptr": "*fp32", "pl_ptr": "*fp32", "pacc_ptr": "*fp32",
         "qo_indptr_ptr": "*i32", "kv_indptr_ptr": "*i32", "idx_ptr": "*i32",
@@ -45,14 +46,17 @@ class Mix:
 
 def compile_attn(launch: configs.AttentionLaunch, *, decode: bool, arch: int = 90, group: int = 4,
                  head_dim: int = 128):
-    """The compiled ``_attn_kernel`` for one launch (its constexprs and options as the launchers set them)."""
+    """The compiled attention kernel for one launch (its constexprs and options as the launchers set them)."""
     numerics = configs.attention_numerics("sm90")
-    block_m = max(16 if decode else launch.rows, triton.next_power_of_2(group))  # as the launchers pick it
-    const = dict(GROUP=group, HEAD_DIM=head_dim, BLOCK_M=block_m,
-                 BLOCK_N=numerics.kv_block, SPLIT=numerics.split_tokens, DECODE=decode, HAS_WINDOW=False,
-                 HAS_CAP=False, EXACT=False, D_PARTS=(launch.d_parts or 1) if decode else 1,
-                 PREFETCH=launch.prefetch, HALVES=launch.halves)
-    params = list(inspect.signature(_attn_kernel.fn).parameters)
+    common = dict(GROUP=group, HEAD_DIM=head_dim, BLOCK_N=numerics.kv_block, SPLIT=numerics.split_tokens,
+                  HAS_WINDOW=False, HAS_CAP=False, EXACT=False, PREFETCH=launch.prefetch,
+                  D_PARTS=(launch.d_parts or 1) if decode else 1)
+    if decode and launch.transposed:
+        fn, const = _decode_kernel, dict(common, ROWS=max(8, triton.next_power_of_2(group)))
+    else:
+        block_m = max(16 if decode else launch.rows, triton.next_power_of_2(group))  # as the launchers pick it
+        fn, const = _attn_kernel, dict(common, BLOCK_M=block_m, DECODE=decode, HALVES=launch.halves)
+    params = list(inspect.signature(fn.fn).parameters)
     sig = {}
     for p in params:
         if p in const:
@@ -62,7 +66,7 @@ def compile_attn(launch: configs.AttentionLaunch, *, decode: bool, arch: int = 9
         else:
             sig[p] = "fp32" if p in ("sm_scale", "cap") else "i32"
     aligned = [p for p in params if sig[p].startswith("*") or (p.startswith("stride") and p not in _NOT_ALIGNED)]
-    src = ASTSource(fn=_attn_kernel, signature=sig,
+    src = ASTSource(fn=fn, signature=sig,
                     constexprs={(params.index(k),): v for k, v in const.items()},
                     attrs={(params.index(p),): [["tt.divisibility", 16]] for p in aligned})
     opts = {"num_warps": launch.num_warps, "num_stages": launch.num_stages, "enable_fp_fusion": False}
@@ -101,10 +105,12 @@ def mix(kernel) -> Mix:
 
 def launches() -> list[tuple[str, configs.AttentionLaunch, bool]]:
     dec = configs.attention_launch("sm90", "decode")
+    b16 = configs.attention_decode_launch("sm90", 16, 8, 128)
     return [
         ("decode, batch 1 (shipped)", configs.attention_decode_launch("sm90", 1, 8, 128), True),
-        ("decode, batch 16 (shipped)", configs.attention_decode_launch("sm90", 16, 8, 128), True),
-        ("decode, batch 16, halves", dataclasses.replace(dec, d_parts=1, halves=2), True),
+        ("decode, batch 16 (shipped)", b16, True),
+        ("decode, batch 16, not transposed", dataclasses.replace(b16, transposed=False), True),
+        ("decode, batch 16, not transposed, halves", dataclasses.replace(dec, d_parts=1, halves=2), True),
         ("extend (shipped)", configs.attention_launch("sm90", "extend"), False),
     ]
 
