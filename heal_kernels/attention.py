@@ -29,23 +29,17 @@ _INDEX_DTYPES = (torch.int32, torch.int64)
 
 def _launch_opts(arch: str, path: str, launch: configs.AttentionLaunch | None) -> dict:
     launch = launch or configs.attention_launch(arch, path)
-    if arch == "interpret":
-        return {"EXACT": True, "PREFETCH": launch.prefetch, "HALVES": launch.halves} if path != "merge" else {}
-    # enable_fp_fusion=False: every fp32 expression is evaluated as written, in every kernel that shares it.
-    opts = {"enable_fp_fusion": False, "num_warps": launch.num_warps, "num_stages": launch.num_stages}
-    if launch.maxnreg:
-        opts["maxnreg"] = launch.maxnreg
+    opts = {}
+    if arch != "interpret":
+        # enable_fp_fusion=False: every fp32 expression is evaluated as written, in every kernel that shares it.
+        opts = {"enable_fp_fusion": False, "num_warps": launch.num_warps, "num_stages": launch.num_stages}
+        if launch.maxnreg:
+            opts["maxnreg"] = launch.maxnreg
     if path != "merge":
-        opts["EXACT"] = False
+        opts["EXACT"] = arch == "interpret"
         opts["PREFETCH"] = launch.prefetch
+    if path == "extend":
         opts["HALVES"] = launch.halves
-    return opts
-
-
-def _decode_opts(arch: str, launch: configs.AttentionLaunch) -> dict:
-    """_launch_opts for _decode_kernel (no HALVES)."""
-    opts = _launch_opts(arch, "decode", launch)
-    del opts["HALVES"]
     return opts
 
 
@@ -191,13 +185,13 @@ def attention_extend(
     tokens = block_m // group
     grid = (triton.cdiv(max_extend_len, tokens), n_seqs, hk)
     _attn_kernel[grid](
-        q, out, out, out, out, qo_indptr, kv_indptr, kv_indices,
+        q, out, qo_indptr, kv_indptr, kv_indices,
         cache.k, cache.k_scale, cache.v, cache.v_scale,
         float(sm_scale), int(sliding_window), float(logit_cap),
         q.stride(0), q.stride(1), out.stride(0), out.stride(1),
-        cache.k.stride(0), cache.k.stride(1), cache.k_scale.stride(0), 0, 0, 0,
+        cache.k.stride(0), cache.k.stride(1), cache.k_scale.stride(0),
         GROUP=group, HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=numerics.kv_block, SPLIT=numerics.split_tokens,
-        DECODE=False, HAS_WINDOW=sliding_window >= 0, HAS_CAP=logit_cap > 0, **_launch_opts(arch, "extend", launch),
+        HAS_WINDOW=sliding_window >= 0, HAS_CAP=logit_cap > 0, **_launch_opts(arch, "extend", launch),
     )
     return out
 
@@ -244,41 +238,26 @@ def attention_decode(
     d_parts = dl.d_parts or configs.attention_decode_launch(arch, n_seqs, hk, d).d_parts
     if d_parts not in (1, 2, 4, 8) or d % d_parts or d // d_parts < 16:
         raise ValueError(f"launch.d_parts={d_parts}: must be 1, 2, 4 or 8 and leave >= 16 of head_dim {d} per part")
-    _check_halves(dl, d, d // d_parts)
+    if dl.halves != 1:
+        raise ValueError(f"launch.halves={dl.halves}: decode takes halves=1 (K/V column halves are an extend launch)")
     n_splits = max(1, triton.cdiv(max_seq_len, numerics.split_tokens))
     # Programs along the splits: enough to fill the GPU; each takes every n_prog-th split
     # of its sequence, so splits past a sequence's end cost one idle program at most.
     n_prog = min(n_splits, max(1, triton.cdiv(target, n_seqs * hk * d_parts)))
     group = hq // hk
-    block_m = max(16, triton.next_power_of_2(group))
     pm = torch.empty((n_seqs, hq, n_splits), dtype=torch.float32, device=q.device)
     pl = torch.empty_like(pm)
     pacc = torch.empty((n_seqs, hq, n_splits, d), dtype=torch.float32, device=q.device)
-    if dl.transposed:
-        if dl.halves != 1:
-            raise ValueError("launch.transposed needs launch.halves=1")
-        _decode_kernel[(n_prog * d_parts, n_seqs, hk)](
-            q, pm, pl, pacc, kv_indptr, kv_indices,
-            cache.k, cache.k_scale, cache.v, cache.v_scale,
-            float(sm_scale), int(sliding_window), float(logit_cap),
-            q.stride(0), q.stride(1), cache.k.stride(0), cache.k.stride(1), cache.k_scale.stride(0),
-            pm.stride(0), pm.stride(1), pm.stride(2),
-            GROUP=group, HEAD_DIM=d, ROWS=max(8, triton.next_power_of_2(group)), BLOCK_N=numerics.kv_block,
-            SPLIT=numerics.split_tokens, HAS_WINDOW=sliding_window >= 0, HAS_CAP=logit_cap > 0, D_PARTS=d_parts,
-            **_decode_opts(arch, dl),
-        )
-    else:
-        _attn_kernel[(n_prog * d_parts, n_seqs, hk)](
-            q, out, pm, pl, pacc, kv_indptr, kv_indptr, kv_indices,
-            cache.k, cache.k_scale, cache.v, cache.v_scale,
-            float(sm_scale), int(sliding_window), float(logit_cap),
-            q.stride(0), q.stride(1), out.stride(0), out.stride(1),
-            cache.k.stride(0), cache.k.stride(1), cache.k_scale.stride(0),
-            pm.stride(0), pm.stride(1), pm.stride(2),
-            GROUP=group, HEAD_DIM=d, BLOCK_M=block_m, BLOCK_N=numerics.kv_block, SPLIT=numerics.split_tokens,
-            DECODE=True, HAS_WINDOW=sliding_window >= 0, HAS_CAP=logit_cap > 0, D_PARTS=d_parts,
-            **_launch_opts(arch, "decode", dl),
-        )
+    _decode_kernel[(n_prog * d_parts, n_seqs, hk)](
+        q, pm, pl, pacc, kv_indptr, kv_indices,
+        cache.k, cache.k_scale, cache.v, cache.v_scale,
+        float(sm_scale), int(sliding_window), float(logit_cap),
+        q.stride(0), q.stride(1), cache.k.stride(0), cache.k.stride(1), cache.k_scale.stride(0),
+        pm.stride(0), pm.stride(1), pm.stride(2),
+        GROUP=group, HEAD_DIM=d, ROWS=max(8, triton.next_power_of_2(group)), BLOCK_N=numerics.kv_block,
+        SPLIT=numerics.split_tokens, HAS_WINDOW=sliding_window >= 0, HAS_CAP=logit_cap > 0, D_PARTS=d_parts,
+        **_launch_opts(arch, "decode", dl),
+    )
     ml = merge_launch or configs.attention_launch(arch, "merge")
     if ml.rows and ml.rows & (ml.rows - 1):
         raise ValueError(f"merge_launch.rows={ml.rows}: heads per merge program must be a power of two")

@@ -1,8 +1,7 @@
 """GPU probe of HEAL attention: time by launch options (warps, stages, rows) and KV block size; accuracy.
 
     python -m bench.kernels.probe_attention [--accuracy | --blocks | --extend-rows | --decode-shapes | --decode-launch
-                                            | --merge | --halves | --shipped
-                                            | --transposed]
+                                            | --merge | --halves | --shipped]
 """
 
 from __future__ import annotations
@@ -22,19 +21,18 @@ HQ, HK, D = LLAMA3_8B_HEADS
 
 
 def _compiled():
-    from heal_kernels._kernels.attention import _attn_kernel
+    from heal_kernels._kernels.attention import _attn_kernel, _decode_kernel
 
-    return [k for dc in _attn_kernel.device_caches.values() for k in dc[0].values()]
+    return [k for fn in (_attn_kernel, _decode_kernel) for dc in fn.device_caches.values() for k in dc[0].values()]
 
 
-def _resources(before: int) -> str:
-    """Registers and spills of the _attn_kernel variant compiled since `before` variants existed; a
+def _resources(before: list) -> str:
+    """Registers and spills of the attention kernel variants compiled since `before` (_compiled()); a
     variant compiled earlier (another shape or setting) cannot be told apart, so it reports none."""
-    ks = _compiled()
-    if len(ks) <= before:
-        return "(compiled earlier)"
-    ks[-1]._init_handles()
-    return f"regs {ks[-1].n_regs} spills {ks[-1].n_spills}"
+    new = [k for k in _compiled() if all(k is not b for b in before)]
+    for k in new:
+        k._init_handles()
+    return " ".join(f"regs {k.n_regs} spills {k.n_spills}" for k in new) or "(compiled earlier)"
 
 
 def us(fn, reps=5):
@@ -106,7 +104,7 @@ def _sweep(label, call, settings, kwargs, reps=5, nbytes=0):
     ref = None
     for setting in settings:
         kw = kwargs(setting)
-        before = len(_compiled())
+        before = _compiled()
         try:
             out = call(**kw)
             t = us(lambda: call(**kw), reps)
@@ -171,26 +169,13 @@ def decode_shapes():
 
 
 def halves():
-    """Decode by batch x context at a 131072-token bound, and extend 4k: K and V in two column halves
-    (fewer live registers), by warps x V-column programs x prefetch, and a register cap; the shipped
-    launch first.  Launch choices: the bits must not move."""
-    for bs, ctx in ((1, 128), (1, 1024), (1, 8192), (8, 1024), (16, 4096), (64, 1024)):
-        dec, nbytes = decode_case(bs, ctx)
-        shipped = configs.attention_decode_launch("sm90", bs, HK, D)
-        settings = [("shipped", shipped)]
-        settings += [(f"h2 w{w} p{p} f{int(f)}", dataclasses.replace(shipped, num_warps=w, d_parts=p, prefetch=f,
-                                                                     halves=2))
-                     for w, p, f in itertools.product((1, 2, 4), (1, 2, 4), (False, True))]
-        settings += [(f"h{h} w1 p1 f{int(f)} r{r}", dataclasses.replace(shipped, num_warps=1, d_parts=1, prefetch=f,
-                                                                      halves=h, maxnreg=r))
-                     for h, f, r in itertools.product((1, 2), (False, True), (128, 168))]
-        _sweep(f"decode B{bs} ctx{ctx}", dec, settings,
-               lambda st: {"max_seq_len": 131072, "launch": st[1]}, nbytes=nbytes)
+    """Extend 4k: K and V in two column halves (fewer live registers) by warps x rows x prefetch; the
+    shipped launch first.  Launch choices: the bits must not move."""
     base = configs.attention_launch("sm90", "extend")
     _sweep("extend 4k", extend_case(),
-           [("shipped", base)] + [(f"h2 w{w} rows{r} f{int(f)}", dataclasses.replace(base, num_warps=w, rows=r,
-                                                                                      prefetch=f, halves=2))
-                                  for w, r, f in itertools.product((4, 8), (64, 128), (False, True))],
+           [("shipped", base)] + [(f"h{h} w{w} rows{r} f{int(f)}", dataclasses.replace(base, num_warps=w, rows=r,
+                                                                                      prefetch=f, halves=h))
+                                  for h, w, r, f in itertools.product((1, 2), (4, 8), (64, 128), (False, True))],
            lambda st: {"launch": st[1]}, reps=2)
 
 
@@ -220,21 +205,6 @@ def decode_launch():
            lambda st: _launch("extend", st[0], 1, rows=st[1], prefetch=st[2]), reps=2)
 
 
-def transposed():
-    """Decode by batch x context at a 131072-token bound: the shipped launch, then _decode_kernel (keys along
-    the MMA's M) by warps x V-column programs x prefetch.  Launch choices: the bits must not move."""
-    for bs, ctx in ((1, 128), (1, 1024), (1, 8192), (4, 2048), (8, 1024), (16, 4096), (64, 1024)):
-        dec, nbytes = decode_case(bs, ctx)
-        shipped_launch = configs.attention_decode_launch("sm90", bs, HK, D)
-        settings = [("shipped", shipped_launch), ("shipped, not transposed",
-                                                  dataclasses.replace(shipped_launch, transposed=False))]
-        settings += [(f"T w{w} p{p} f{int(f)}", dataclasses.replace(shipped_launch, num_warps=w, d_parts=p, prefetch=f,
-                                                                   transposed=True))
-                     for w, p, f in itertools.product((1, 2, 4), (1, 2, 4), (False, True))]
-        _sweep(f"decode B{bs} ctx{ctx}", dec, settings, lambda st: {"max_seq_len": 131072, "launch": st[1]},
-               nbytes=nbytes)
-
-
 def shipped():
     """The shipped launches only (decode at a 131072-token bound, extend 4k): time and a digest of the
     output's bits, to compare two source trees run one after the other on one GPU."""
@@ -254,8 +224,6 @@ def shipped():
 def main():
     if "--shipped" in sys.argv:
         shipped()
-    elif "--transposed" in sys.argv:
-        transposed()
     elif "--decode-launch" in sys.argv:
         decode_launch()
     elif "--extend-rows" in sys.argv:

@@ -2,8 +2,8 @@
 
     python -m bench.kernels.sass_mix [--arch 90]
 
-Compiles the attention kernel (``_attn_kernel``, or ``_decode_kernel`` for a transposed decode launch) the
-way ``attention_decode`` / ``attention_extend`` launch it on an 8B-shaped layer (GROUP 4, head_dim 128,
+Compiles the attention kernels (``_decode_kernel``, ``_attn_kernel``) the
+way ``attention_decode`` / ``attention_extend`` launch them on an 8B-shaped layer (GROUP 4, head_dim 128,
 the shipped launches and a few others), with the
 16-byte divisibility the JIT gives pointers and strides at launch (without it every K/V load
 is a scalar 16-bit load and the counts mislead), disassembles the cubin with Triton's bundled
@@ -49,13 +49,14 @@ def compile_attn(launch: configs.AttentionLaunch, *, decode: bool, arch: int = 9
     """The compiled attention kernel for one launch (its constexprs and options as the launchers set them)."""
     numerics = configs.attention_numerics("sm90")
     common = dict(GROUP=group, HEAD_DIM=head_dim, BLOCK_N=numerics.kv_block, SPLIT=numerics.split_tokens,
-                  HAS_WINDOW=False, HAS_CAP=False, EXACT=False, PREFETCH=launch.prefetch,
-                  D_PARTS=(launch.d_parts or 1) if decode else 1)
-    if decode and launch.transposed:
+                  HAS_WINDOW=False, HAS_CAP=False, EXACT=False, PREFETCH=launch.prefetch)
+    if decode:
+        common["D_PARTS"] = launch.d_parts or 1
+    if decode:  # as the launchers pick ROWS and BLOCK_M
         fn, const = _decode_kernel, dict(common, ROWS=max(8, triton.next_power_of_2(group)))
     else:
-        block_m = max(16 if decode else launch.rows, triton.next_power_of_2(group))  # as the launchers pick it
-        fn, const = _attn_kernel, dict(common, BLOCK_M=block_m, DECODE=decode, HALVES=launch.halves)
+        fn, const = _attn_kernel, dict(common, BLOCK_M=max(launch.rows, triton.next_power_of_2(group)),
+                                       HALVES=launch.halves)
     params = list(inspect.signature(fn.fn).parameters)
     sig = {}
     for p in params:
@@ -104,13 +105,11 @@ def mix(kernel) -> Mix:
 
 
 def launches() -> list[tuple[str, configs.AttentionLaunch, bool]]:
-    dec = configs.attention_launch("sm90", "decode")
     b16 = configs.attention_decode_launch("sm90", 16, 8, 128)
     return [
         ("decode, batch 1 (shipped)", configs.attention_decode_launch("sm90", 1, 8, 128), True),
         ("decode, batch 16 (shipped)", b16, True),
-        ("decode, batch 16, not transposed", dataclasses.replace(b16, transposed=False), True),
-        ("decode, batch 16, not transposed, halves", dataclasses.replace(dec, d_parts=1, halves=2), True),
+        ("decode, batch 16, one warp, no prefetch", dataclasses.replace(b16, num_warps=1, prefetch=False), True),
         ("extend (shipped)", configs.attention_launch("sm90", "extend"), False),
     ]
 

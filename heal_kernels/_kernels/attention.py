@@ -1,9 +1,11 @@
 """Triton code of HEAL's paged attention on an INT16 KV cache.
 
 Scores.  Q (quantized per row in registers) and K are int16 values split into int8
-parts, x = hi * 256 + lo; the three int8 MMAs (hi.hi, hi.lo + lo.hi, lo.lo) are exact
-int32 sums, combined exactly in int64 and rounded once to fp32, then scaled by
-q_scale * sm_scale and k_scale.  No score depends on accumulation order or on the GPU.
+parts: q = hi * 256 + lo with lo in [-128, 127] (_split16), k = hi * 256 + (lo - 128) + 128
+from its two bytes (_k_bytes), the + 128 of every k added once per q row as 128 * sum(q);
+the three int8 MMAs (hi.hi, hi.lo + lo.hi, lo.lo) are exact int32 sums, combined exactly
+in int64 and rounded once to fp32, then scaled by q_scale * sm_scale and k_scale.  No
+score depends on accumulation order or on the GPU.
 
 Softmax.  Online softmax in FP32 over KV blocks of BLOCK_N tokens aligned to absolute
 positions, in ascending order, inside splits of SPLIT tokens.  Each split starts from
@@ -214,48 +216,30 @@ def _halves(x, R: tl.constexpr, W: tl.constexpr):
 
 @triton.jit
 def _attn_kernel(
-    q_ptr, out_ptr, pm_ptr, pl_ptr, pacc_ptr,
+    q_ptr, out_ptr,
     qo_indptr_ptr, kv_indptr_ptr, idx_ptr,
     kc_ptr, ks_ptr, vc_ptr, vs_ptr,
     sm_scale, window, cap,
     stride_qt, stride_qh, stride_ot, stride_oh,
     stride_cs, stride_ch, stride_ss,
-    stride_pb, stride_ph, stride_ps,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    SPLIT: tl.constexpr, DECODE: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_CAP: tl.constexpr,
-    EXACT: tl.constexpr, D_PARTS: tl.constexpr = 1, PREFETCH: tl.constexpr = False, HALVES: tl.constexpr = 1,
+    SPLIT: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_CAP: tl.constexpr,
+    EXACT: tl.constexpr, PREFETCH: tl.constexpr = False, HALVES: tl.constexpr = 1,
 ):
-    """Rows of a program: (token, q head of the kv head's group), token-major.
+    """Extend.  Rows of a program: (token, q head of the kv head's group), token-major.
 
-    Extend (DECODE=0): grid (q tiles, sequences, kv heads); every split up to the
-    tile's last position, folded in registers, output written.
-    Decode (DECODE=1): grid (programs x D_PARTS, sequences, kv heads); one token per
-    sequence; program p computes the sequence's splits p, p + programs, ... and writes each
-    split's state to the partials for _merge_kernel.  With D_PARTS > 1 (few sequences: more
-    programs for the GPU) each of D_PARTS programs computes the same scores and P.V for its
-    HEAD_DIM / D_PARTS columns of V only; the bits are those of one program doing all columns.
-    Splits past the sequence's end are neither computed nor written: the merge stops at the
-    sequence's last split, and an empty split would be an exact identity of the fold anyway.
-    HALVES (1 or 2): see _block; a launch choice, like D_PARTS and PREFETCH.
+    Grid (q tiles, sequences, kv heads); every split up to the tile's last position, folded in
+    registers, output written.  HALVES (1 or 2): see _block; a launch choice, like PREFETCH.
+    Decode is _decode_kernel (the same blocks and splits, so the same bits).
     """
-    DV: tl.constexpr = HEAD_DIM // D_PARTS
-    VW: tl.constexpr = DV // HALVES
-    pid0 = tl.program_id(0) // D_PARTS
-    d0 = (tl.program_id(0) % D_PARTS) * DV
+    VW: tl.constexpr = HEAD_DIM // HALVES
+    tile = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     kvh = tl.program_id(2).to(tl.int64)
     kv_base = tl.load(kv_indptr_ptr + b).to(tl.int64)
     seq_len = (tl.load(kv_indptr_ptr + b + 1) - kv_base).to(tl.int32)
-    if DECODE and pid0 * SPLIT >= seq_len:
-        return  # no split of this sequence is this program's: leave before loading anything
-    if DECODE:
-        q_start = b
-        ext_len = 1
-        tile = 0
-    else:
-        q_start = tl.load(qo_indptr_ptr + b).to(tl.int64)
-        ext_len = (tl.load(qo_indptr_ptr + b + 1) - q_start).to(tl.int32)
-        tile = pid0
+    q_start = tl.load(qo_indptr_ptr + b).to(tl.int64)
+    ext_len = (tl.load(qo_indptr_ptr + b + 1) - q_start).to(tl.int32)
     TOKENS: tl.constexpr = BLOCK_M // GROUP
     if tile * TOKENS >= ext_len:
         return
@@ -290,15 +274,8 @@ def _attn_kernel(
     L = tl.zeros([BLOCK_M], tl.float32)
     ACC0 = tl.zeros([BLOCK_M, VW], tl.float32)
     ACC1 = tl.zeros([BLOCK_M, VW], tl.float32)
-    if DECODE:
-        end = seq_len
-        s_first = pid0
-        s_step = tl.num_programs(0) // D_PARTS
-    else:
-        end = tl.minimum(seq_len - ext_len + (tile + 1) * TOKENS, seq_len)  # one past the tile's last position
-        s_first = 0
-        s_step = 1
-    for s in range(s_first, tl.cdiv(end, SPLIT), s_step):
+    end = tl.minimum(seq_len - ext_len + (tile + 1) * TOKENS, seq_len)  # one past the tile's last position
+    for s in range(0, tl.cdiv(end, SPLIT)):
         m_i = tl.full([BLOCK_M], NEG_INF, tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
         acc0 = tl.zeros([BLOCK_M, VW], tl.float32)
@@ -308,7 +285,7 @@ def _attn_kernel(
         slots = tl.load(idx_ptr + kv_base + pos_n, mask=pos_n < seq_len, other=0).to(tl.int64)
         if PREFETCH:
             k0, k1, v0, v1, sk, sv = _load_kv(s * SPLIT, seq_len, slots, kc_ptr, ks_ptr, vc_ptr, vs_ptr, kvh,
-                                              stride_cs, stride_ch, stride_ss, d0, HEAD_DIM, DV, BLOCK_N, HALVES)
+                                              stride_cs, stride_ch, stride_ss, 0, HEAD_DIM, HEAD_DIM, BLOCK_N, HALVES)
         for b0 in range(s * SPLIT, b_end, BLOCK_N):
             # the next block's slots (and with PREFETCH its K and V) are fetched before this block's work
             pos_n = b0 + BLOCK_N + tl.arange(0, BLOCK_N)
@@ -316,36 +293,27 @@ def _attn_kernel(
             if PREFETCH:
                 k0_next, k1_next, v0_next, v1_next, sk_next, sv_next = _load_kv(
                     b0 + BLOCK_N, tl.minimum(b_end, seq_len), slots_next, kc_ptr, ks_ptr, vc_ptr, vs_ptr,
-                    kvh, stride_cs, stride_ch, stride_ss, d0, HEAD_DIM, DV, BLOCK_N, HALVES)
+                    kvh, stride_cs, stride_ch, stride_ss, 0, HEAD_DIM, HEAD_DIM, BLOCK_N, HALVES)
             else:
                 k0, k1, v0, v1, sk, sv = _load_kv(b0, seq_len, slots, kc_ptr, ks_ptr, vc_ptr, vs_ptr, kvh,
-                                                  stride_cs, stride_ch, stride_ss, d0, HEAD_DIM, DV, BLOCK_N, HALVES)
+                                                  stride_cs, stride_ch, stride_ss, 0, HEAD_DIM, HEAD_DIM, BLOCK_N,
+                                                  HALVES)
             m_i, l_i, acc0, acc1 = _block(
-                m_i, l_i, acc0, acc1, qh0, ql0, qh1, ql1, q_off, qs, pos_q, row_ok, b0, seq_len, k0, k1, v0, v1, sk, sv,
-                window, cap, ones, BLOCK_N, HAS_WINDOW, HAS_CAP, EXACT, HALVES,
+                m_i, l_i, acc0, acc1, qh0, ql0, qh1, ql1, q_off, qs, pos_q, row_ok, b0, seq_len, k0, k1, v0, v1,
+                sk, sv, window, cap, ones, BLOCK_N, HAS_WINDOW, HAS_CAP, EXACT, HALVES,
             )
             slots = slots_next
             if PREFETCH:
                 k0, k1, v0, v1, sk, sv = k0_next, k1_next, v0_next, v1_next, sk_next, sv_next
-        if DECODE:
-            part = b * stride_pb + head * stride_ph + s * stride_ps
-            tl.store(pm_ptr + part, m_i, mask=row_ok & (d0 == 0))
-            tl.store(pl_ptr + part, l_i, mask=row_ok & (d0 == 0))
-            cols = d0 + tl.arange(0, VW)
-            tl.store(pacc_ptr + part[:, None] * HEAD_DIM + cols[None, :], acc0, mask=row_ok[:, None])
-            if HALVES == 2:
-                tl.store(pacc_ptr + part[:, None] * HEAD_DIM + (cols + VW)[None, :], acc1, mask=row_ok[:, None])
-        else:
-            M_new, L_new, ACC0 = _fold(M, L, ACC0, m_i, l_i, acc0)
-            if HALVES == 2:
-                _, _, ACC1 = _fold(M, L, ACC1, m_i, l_i, acc1)
-            M, L = M_new, L_new
-    if not DECODE:
-        o_rows = out_ptr + (q_start + tok.to(tl.int64))[:, None] * stride_ot + head[:, None] * stride_oh
-        cols = tl.arange(0, VW)
-        tl.store(o_rows + cols[None, :], ACC0 / L[:, None], mask=row_ok[:, None])
+        M_new, L_new, ACC0 = _fold(M, L, ACC0, m_i, l_i, acc0)
         if HALVES == 2:
-            tl.store(o_rows + (cols + VW)[None, :], ACC1 / L[:, None], mask=row_ok[:, None])
+            _, _, ACC1 = _fold(M, L, ACC1, m_i, l_i, acc1)
+        M, L = M_new, L_new
+    o_rows = out_ptr + (q_start + tok.to(tl.int64))[:, None] * stride_ot + head[:, None] * stride_oh
+    cols = tl.arange(0, VW)
+    tl.store(o_rows + cols[None, :], ACC0 / L[:, None], mask=row_ok[:, None])
+    if HALVES == 2:
+        tl.store(o_rows + (cols + VW)[None, :], ACC1 / L[:, None], mask=row_ok[:, None])
 
 
 @triton.jit
@@ -416,11 +384,15 @@ def _decode_kernel(
     SPLIT: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_CAP: tl.constexpr, EXACT: tl.constexpr,
     D_PARTS: tl.constexpr = 1, PREFETCH: tl.constexpr = False,
 ):
-    """Decode, one token per sequence: _attn_kernel's DECODE path with _block_t (the same bits).
+    """Decode, one token per sequence, with _block_t: the bits of _attn_kernel's row for that token.
 
     Grid (programs x D_PARTS, sequences, kv heads); ROWS (a power of two >= GROUP) q heads of the kv
-    head's group; program p computes the sequence's splits p, p + programs, ... and writes each split's
-    state to the partials for _merge_kernel; D_PARTS as in _attn_kernel.
+    head's group; program p computes the sequence's splits p, p + programs, ... and writes each
+    split's state to the partials for _merge_kernel.  With D_PARTS > 1 (few sequences: more
+    programs for the GPU) each of D_PARTS programs computes the same scores and P.V for its
+    HEAD_DIM / D_PARTS columns of V only; the bits are those of one program doing all columns.
+    Splits past the sequence's end are neither computed nor written: the merge stops at the
+    sequence's last split, and an empty split would be an exact identity of the fold anyway.
     """
     DV: tl.constexpr = HEAD_DIM // D_PARTS
     pid0 = tl.program_id(0) // D_PARTS

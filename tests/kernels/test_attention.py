@@ -122,11 +122,23 @@ def test_decode_equals_extend_bitwise(device):
     assert torch.equal(dec, full[ends.to(device)])
 
 
+@pytest.mark.parametrize("hq,hk", [(8, 8), (14, 2), (16, 1)], ids=["mha", "group7", "group16"])
+def test_decode_equals_extend_bitwise_by_group(device, hq, hk):
+    """The decode kernel holds a kv head's q heads along the MMA's N (padded to a power of two >= 8):
+    one head, a group that pads, and a group of 16 give extend's rows too."""
+    lens = [300, 45] if ON_GPU else [70, 45]
+    b = Batch(lens, hq, hk, 128, device, seed=hq + hk)
+    full = b.extend([0, 1], [0, 0], lens)
+    ends = torch.tensor(lens).cumsum(0) - 1
+    dec = b.decode([0, 1], [n - 1 for n in lens], out=poisoned((2, hq, 128), device))
+    assert torch.equal(dec, full[ends.to(device)])
+
+
 @pytest.mark.parametrize("window,cap", [(-1, 0.0), (-1, 20.0)], ids=["plain", "cap"])
 def test_launch_choices_do_not_change_bits(device, window, cap):
     """How a path is cut into programs is a launch choice: V's columns over 1-8 decode programs,
-    1-4 warps, K/V prefetched one block ahead or not, K and V in two column halves or one, the
-    merge's heads per program, warps and stages, extend rows and warps.  Every choice, and
+    1-4 warps, K/V prefetched one block ahead or not, the merge's heads per program, warps and
+    stages, extend rows and warps and K and V in two column halves or one.  Every choice, and
     every launch the shipped policy picks, gives the bits of the default extend path."""
     import dataclasses
     import itertools
@@ -141,12 +153,10 @@ def test_launch_choices_do_not_change_bits(device, window, cap):
     base = configs.attention_launch("sm90", "decode")
     launches = [configs.attention_decode_launch("sm90", n, 8, 128) for n in configs.DECODE_LAUNCH_PROBES]
     launches += [dataclasses.replace(base, d_parts=p) for p in (1, 2, 4, 8)]
-    launches += [dataclasses.replace(base, d_parts=p, halves=2) for p in (1, 4)]
-    launches += [dataclasses.replace(base, d_parts=p, transposed=True) for p in (1, 2, 8)]
     if cap == 0.0:  # every compiled variant costs seconds on the GPU: the other launch choices once
         warps = (2, 4) if ON_GPU else (1,)
-        launches += [dataclasses.replace(base, d_parts=p, num_warps=w, prefetch=f, transposed=t)
-                     for p, w, f, t in itertools.product((1, 2), warps, (False, True), (False, True))]
+        launches += [dataclasses.replace(base, d_parts=p, num_warps=w, prefetch=f)
+                     for p, w, f in itertools.product((1, 2), warps, (False, True))]
     for launch in launches:
         dec = b.decode([0, 1], [n - 1 for n in lens], out=poisoned((2, 8, 128), device), launch=launch, **kw)
         assert torch.equal(dec, full[ends.to(device)]), f"{launch}"
@@ -162,10 +172,12 @@ def test_launch_choices_do_not_change_bits(device, window, cap):
             assert torch.equal(b.extend([0, 1], [0, 0], lens, launch=launch, **kw), full), f"{launch}"
     with pytest.raises(ValueError, match="d_parts"):
         b.decode([0], [5], launch=dataclasses.replace(base, d_parts=3))
-    with pytest.raises(ValueError, match="halves"):
-        b.decode([0], [5], launch=dataclasses.replace(base, d_parts=8, halves=2))
-    with pytest.raises(ValueError, match="halves"):
+    with pytest.raises(ValueError, match="launch.halves"):
+        b.decode([0], [5], launch=dataclasses.replace(base, halves=2))  # column halves: an extend launch
+    with pytest.raises(ValueError, match="launch.halves"):
         b.decode([0], [5], launch=dataclasses.replace(base, halves=3))
+    with pytest.raises(ValueError, match="launch.halves"):
+        b.extend([0], [0], [5], launch=dataclasses.replace(ext_base, halves=3))
     with pytest.raises(ValueError, match="merge_launch.rows"):
         b.decode([0], [5], merge_launch=dataclasses.replace(merge, rows=3))
 
