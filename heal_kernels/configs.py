@@ -109,8 +109,8 @@ _ATTN_NUMERICS = AttentionNumerics(kv_block=32, split_tokens=256)
 
 # Launch options by path, from the H100 (bench/kernels/probe_attention.py).  Decode programs: one per
 # (split, sequence, kv head, V-column part) up to `programs`, beyond which a program takes every
-# programs-th split of its sequence.  The decode entry here is the default for callers that pass
-# d_parts=0; attention_decode_launch picks by batch.
+# programs-th split of its sequence.  The decode entry here (_DECODE_LAUNCH's larger-batch launch)
+# is the base for probes and tests; attention_decode_launch picks by batch.
 # Extend and merge, H200 (`python -m bench.kernels.probe_attention --halves` and `--merge`, 2026-11-27,
 # docs/results/2026-11-27-h200-probe-{halves,merge}.txt): extend 4k with 8 warps x 128 rows and K/V in
 # column halves 2770 us against 3226 (4 warps x 64 rows, one piece); the merge with one head per
