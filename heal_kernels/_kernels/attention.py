@@ -61,6 +61,13 @@ def _load_cols(ptr, slots, ok, kvh, stride_cs, stride_ch, c0, W: tl.constexpr):
 
 
 @triton.jit
+def _slots(idx_ptr, kv_base, b0, seq_len, BLOCK_N: tl.constexpr):
+    """The cache slots of the sequence's positions [b0, b0 + BLOCK_N) (0 at or past seq_len)."""
+    pos = b0 + tl.arange(0, BLOCK_N)
+    return tl.load(idx_ptr + kv_base + pos, mask=pos < seq_len, other=0).to(tl.int64)
+
+
+@triton.jit
 def _load_kv(b0, limit, slots, kc_ptr, ks_ptr, vc_ptr, vs_ptr, kvh, stride_cs, stride_ch, stride_ss, d0,
              HEAD_DIM: tl.constexpr, DV: tl.constexpr, BLOCK_N: tl.constexpr, HALVES: tl.constexpr):
     """The block at b0 (0 past `limit`): K in HALVES column runs (k0, k1), V's columns [d0, d0 + DV)
@@ -281,15 +288,13 @@ def _attn_kernel(
         acc0 = tl.zeros([BLOCK_M, VW], tl.float32)
         acc1 = tl.zeros([BLOCK_M, VW], tl.float32)
         b_end = tl.minimum((s + 1) * SPLIT, end)
-        pos_n = s * SPLIT + tl.arange(0, BLOCK_N)
-        slots = tl.load(idx_ptr + kv_base + pos_n, mask=pos_n < seq_len, other=0).to(tl.int64)
+        slots = _slots(idx_ptr, kv_base, s * SPLIT, seq_len, BLOCK_N)
         if PREFETCH:
             k0, k1, v0, v1, sk, sv = _load_kv(s * SPLIT, seq_len, slots, kc_ptr, ks_ptr, vc_ptr, vs_ptr, kvh,
                                               stride_cs, stride_ch, stride_ss, 0, HEAD_DIM, HEAD_DIM, BLOCK_N, HALVES)
         for b0 in range(s * SPLIT, b_end, BLOCK_N):
             # the next block's slots (and with PREFETCH its K and V) are fetched before this block's work
-            pos_n = b0 + BLOCK_N + tl.arange(0, BLOCK_N)
-            slots_next = tl.load(idx_ptr + kv_base + pos_n, mask=pos_n < seq_len, other=0).to(tl.int64)
+            slots_next = _slots(idx_ptr, kv_base, b0 + BLOCK_N, seq_len, BLOCK_N)
             if PREFETCH:
                 k0_next, k1_next, v0_next, v1_next, sk_next, sv_next = _load_kv(
                     b0 + BLOCK_N, tl.minimum(b_end, seq_len), slots_next, kc_ptr, ks_ptr, vc_ptr, vs_ptr,
@@ -421,14 +426,12 @@ def _decode_kernel(
         l_i = tl.zeros([ROWS], tl.float32)
         acc = tl.zeros([DV, ROWS], tl.float32)
         b_end = tl.minimum((s + 1) * SPLIT, seq_len)
-        pos_n = s * SPLIT + tl.arange(0, BLOCK_N)
-        slots = tl.load(idx_ptr + kv_base + pos_n, mask=pos_n < seq_len, other=0).to(tl.int64)
+        slots = _slots(idx_ptr, kv_base, s * SPLIT, seq_len, BLOCK_N)
         if PREFETCH:
             k, _, v, _, sk, sv = _load_kv(s * SPLIT, seq_len, slots, kc_ptr, ks_ptr, vc_ptr, vs_ptr, kvh,
                                           stride_cs, stride_ch, stride_ss, d0, HEAD_DIM, DV, BLOCK_N, 1)
         for b0 in range(s * SPLIT, b_end, BLOCK_N):
-            pos_n = b0 + BLOCK_N + tl.arange(0, BLOCK_N)
-            slots_next = tl.load(idx_ptr + kv_base + pos_n, mask=pos_n < seq_len, other=0).to(tl.int64)
+            slots_next = _slots(idx_ptr, kv_base, b0 + BLOCK_N, seq_len, BLOCK_N)
             if PREFETCH:
                 k_next, _, v_next, _, sk_next, sv_next = _load_kv(
                     b0 + BLOCK_N, b_end, slots_next, kc_ptr, ks_ptr, vc_ptr, vs_ptr,
