@@ -43,12 +43,12 @@ def _launch_opts(arch: str, path: str, launch: configs.AttentionLaunch | None) -
     return opts
 
 
-def _check_halves(launch: configs.AttentionLaunch, head_dim: int, dv: int) -> None:
+def _check_halves(launch: configs.AttentionLaunch, head_dim: int) -> None:
     if launch.halves not in (1, 2):
         raise ValueError(f"launch.halves={launch.halves}: must be 1 or 2")
-    if launch.halves == 2 and not configs.halves_fit(head_dim, dv):
-        raise ValueError(f"launch.halves=2 needs >= 32 of K's head_dim ({head_dim}) and >= 16 of V's {dv} columns "
-                         "per half (the MMA tile's minimum)")
+    if launch.halves == 2 and head_dim // 2 < 32:
+        raise ValueError(f"launch.halves=2 needs >= 32 of K's head_dim ({head_dim}) per half (the int8 MMA "
+                         "tile's minimum)")
 
 
 def _check_common(q, cache, kv_indptr, kv_indices, sm_scale, sliding_window, logit_cap, n_seqs):
@@ -178,10 +178,10 @@ def attention_extend(
     arch = arch_key(q.device)
     numerics = numerics or configs.attention_numerics(arch)
     el = launch or configs.attention_launch(arch, "extend")
-    _check_halves(el, d, d)
+    _check_halves(el, d)
     rows = el.rows
     group = hq // hk
-    block_m = max(rows, triton.next_power_of_2(group))
+    block_m = configs.extend_block_m(rows, group)
     tokens = block_m // group
     grid = (triton.cdiv(max_extend_len, tokens), n_seqs, hk)
     _attn_kernel[grid](
@@ -254,7 +254,7 @@ def attention_decode(
         float(sm_scale), int(sliding_window), float(logit_cap),
         q.stride(0), q.stride(1), cache.k.stride(0), cache.k.stride(1), cache.k_scale.stride(0),
         pm.stride(0), pm.stride(1), pm.stride(2),
-        GROUP=group, HEAD_DIM=d, ROWS=max(8, triton.next_power_of_2(group)), BLOCK_N=numerics.kv_block,
+        GROUP=group, HEAD_DIM=d, ROWS=configs.decode_rows(group), BLOCK_N=numerics.kv_block,
         SPLIT=numerics.split_tokens, HAS_WINDOW=sliding_window >= 0, HAS_CAP=logit_cap > 0, D_PARTS=d_parts,
         **_launch_opts(arch, "decode", dl),
     )

@@ -168,10 +168,15 @@ def attention_decode_launch(arch: str, n_seqs: int, kv_heads: int, head_dim: int
     return dataclasses.replace(launch, d_parts=parts)
 
 
-def halves_fit(head_dim: int, v_cols: int) -> bool:
-    """Whether AttentionLaunch.halves = 2 leaves each half its MMA tile's minimum: 32 of K's head dim
-    (int8 MMA) and 16 of the program's V columns."""
-    return head_dim // 2 >= 32 and v_cols // 2 >= 16
+def extend_block_m(rows: int, group: int) -> int:
+    """Rows of an extend program: launch.rows (token x q head), at least one token's whole group."""
+    return max(rows, triton.next_power_of_2(group))
+
+
+def decode_rows(group: int) -> int:
+    """q heads of a decode program (the MMAs' N side): the group, padded to a power of two and to the
+    MMA's minimum of 8."""
+    return max(8, triton.next_power_of_2(group))
 
 
 def matmul_numerics(arch: str, w_dtype: torch.dtype, n: int, k: int) -> MatmulNumerics:

@@ -51,11 +51,9 @@ def compile_attn(launch: configs.AttentionLaunch, *, decode: bool, arch: int = 9
     common = dict(GROUP=group, HEAD_DIM=head_dim, BLOCK_N=numerics.kv_block, SPLIT=numerics.split_tokens,
                   HAS_WINDOW=False, HAS_CAP=False, EXACT=False, PREFETCH=launch.prefetch)
     if decode:
-        common["D_PARTS"] = launch.d_parts or 1
-    if decode:  # as the launchers pick ROWS and BLOCK_M
-        fn, const = _decode_kernel, dict(common, ROWS=max(8, triton.next_power_of_2(group)))
+        fn, const = _decode_kernel, dict(common, ROWS=configs.decode_rows(group), D_PARTS=launch.d_parts or 1)
     else:
-        fn, const = _attn_kernel, dict(common, BLOCK_M=max(launch.rows, triton.next_power_of_2(group)),
+        fn, const = _attn_kernel, dict(common, BLOCK_M=configs.extend_block_m(launch.rows, group),
                                        HALVES=launch.halves)
     params = list(inspect.signature(fn.fn).parameters)
     sig = {}

@@ -94,7 +94,7 @@ def _k_bytes(k, EXACT: tl.constexpr):
 
     On the GPU one byte permute per part and four values (and one xor for lo) instead of a
     sign-extension, add, mask and shift per value; the + 128 of every value is folded into the
-    scores once per q row (_qk_tile's q_off).  EXACT (the interpreter, which runs no PTX): the same
+    scores once per q row (q_off in _block and _block_t).  EXACT (the interpreter, which runs no PTX): the same
     bytes in Triton ops.
     """
     if EXACT:
