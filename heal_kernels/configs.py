@@ -44,6 +44,16 @@ class MatmulTiles:
 
 
 @dataclass(frozen=True)
+class MatmulWs:
+    """heal_matmul's warp-specialized Gluon launch (Hopper, large M): 128 x block_n tiles."""
+
+    block_n: int
+    stages: int  # K tiles in the TMA ring
+    group_m: int
+    consumer_regs: int  # registers per thread of the two consumer warpgroups (the loader warp keeps 24)
+
+
+@dataclass(frozen=True)
 class AttentionNumerics:
     """Every attention choice that can change an output bit; the same for every path, batch and GPU."""
 
@@ -214,6 +224,30 @@ def matmul_tiles(arch: str, m: int, n: int, *, k_shards: int = 1, shard_grid: bo
         # two shards summed in one program hold two accumulators: the wide tile's halves become the tile
         tiles = dataclasses.replace(tiles, block_n=tiles.block_n // tiles.n_halves, n_halves=1)
     return tiles
+
+
+# The warp-specialized Gluon launch (heal_kernels/_kernels/matmul_ws.py) for M >= WS_MIN_M on sm_90 with
+# one or two K shards: the Triton kernel's bits (tests/kernels/test_matmul_ws.py), faster where measured.
+# H100, x already split, CUDA-graph replay, `python -m bench.kernels.probe_matmul_ws --m 4096,1024,512`
+# (docs/results/2026-11-27-h100-probe-matmul-ws-tenth.txt), us, Triton kernel -> this launch (FP16 cuBLAS):
+#   M = 4096: qkv 708.1 -> 618.9 (263.6), o_proj (2 shards) 590.2 -> 433.2 (191.9),
+#             gate_up 3418.2 -> 2961.3 (1440.2), down_proj (2 shards) 1756.5 -> 1627.9 (727.8)
+#   M = 1024: qkv 247.7 -> 162.4, o_proj 153.0 -> 101.4, gate_up 859.2 -> 763.3, down_proj 473.6 -> 357.4
+#   M = 512:  qkv 129.3 -> 93.8, o_proj 71.1 -> 50.8, gate_up 468.9 -> 392.5, down_proj 235.4 -> 174.8
+# (An earlier probe of the same kernel: ring depth 3 / 4, GROUP_M 8 / 16 and 232 / 240 registers within
+# each other's run-to-run spread; ...-probe-matmul-ws-branch-tenth.txt.)  The threshold is where the
+# bitwise tests and the reproducibility matrix ran; M = 512 gained too and is a candidate.  Only with the
+# Triton it was verified on (3.6): Gluon is experimental and its API moves between releases.
+WS_MIN_M = 1024
+_WS = MatmulWs(block_n=128, stages=4, group_m=8, consumer_regs=232)
+WS_TRITON = "3.6."
+
+
+def matmul_ws(arch: str, m: int, k_shards: int) -> MatmulWs | None:
+    """The warp-specialized launch for this matmul, or None for the Triton kernel."""
+    if arch != "sm90" or m < WS_MIN_M or k_shards > 2 or not triton.__version__.startswith(WS_TRITON):
+        return None
+    return _WS
 
 
 # Two K shards are summed inside each program (two accumulators, no partials) for M in this

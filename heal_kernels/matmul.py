@@ -13,6 +13,7 @@ FP32 matmul's (docs/BENCHMARKS.md).
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +36,8 @@ WEIGHT_DTYPES = (torch.bfloat16, torch.float16)
 # A converted weight's channel max lands in [2**14, 2**15), like the activations.
 _W_TOP = 14
 _SPLIT_TILES = 16  # K tiles per program of the split kernel
+# HEAL_MATMUL_WS=0 keeps the Triton kernel at large M on Hopper (same bits; for A/B timing).
+WS_ENV = "HEAL_MATMUL_WS"
 # K shard counts heal_matmul sums (_shard_sum_kernel's tree goes up to 8); HEAL_ROW_SHARDS is one of them
 K_SHARDS = (1, 2, 4, 8)
 
@@ -210,6 +213,7 @@ def heal_matmul(
     # Outside CUDA-graph capture every launch costs host time: small batches split x in the kernel.
     eager = not is_capturing(dev)
     shard_grid = configs.matmul_shard_grid(arch, m, k_shards, eager=eager)
+    tiles_given = tiles is not None  # a caller's tiles (tests, benchmarks) pin the Triton kernel
     tiles = tiles or configs.matmul_tiles(arch, m, n, k_shards=k_shards, shard_grid=shard_grid, eager=eager)
     if k_shards > 1 and not shard_grid and tiles.n_halves != 1:  # the in-program sum holds two accumulators
         raise ValueError(f"two shards summed in the program need tiles with n_halves=1, got {tiles}")
@@ -222,6 +226,15 @@ def heal_matmul(
         return out
     if k == 0:
         return out.zero_() if bias is None else out.copy_(bias.float().expand(m, n))
+    ws = configs.matmul_ws(arch, m, k_shards) if not tiles_given and _ws_enabled() else None
+    if ws is not None and numerics.block_k == 64 and _tma_rows(wt):
+        split = x_split if x_split is not None else split_tiles(x, numerics.block_k)
+        if _tma_rows(split.hi) and _tma_rows(split.lo):
+            _matmul_ws(split, wt, wscale, bias, out, k_shards, ws)
+            return out
+        x_split = split  # a caller's split that TMA cannot read: the Triton kernel reads it
+        if tiles.split_x:
+            tiles = dataclasses.replace(tiles, split_x=False)
     if tiles.split_x:  # the kernel splits x's tiles itself: no split launch, no hi / lo / ts buffers
         hi, lo, ts = x, x, x
     else:
@@ -242,4 +255,39 @@ def heal_matmul(
     if shard_grid:
         shard_sum(part, bias, out)
     return out
+
+
+def _tma_rows(t: torch.Tensor) -> bool:
+    """Whether TMA can read t's 16-bit rows: contiguous along K, 16-byte aligned start and row stride."""
+    return t.stride(1) == 1 and t.stride(0) % 8 == 0 and t.data_ptr() % 16 == 0
+
+
+def _ws_enabled() -> bool:
+    raw = os.environ.get(WS_ENV, "1")
+    if raw not in ("0", "1"):
+        raise ValueError(f"{WS_ENV}={raw!r}: must be 0 (Triton kernel only) or 1 (default)")
+    return raw == "1"
+
+
+def _matmul_ws(split: SplitX, wt: torch.Tensor, wscale: torch.Tensor, bias: torch.Tensor | None,
+               out: torch.Tensor, k_shards: int, ws: configs.MatmulWs) -> None:
+    """heal_matmul through the warp-specialized Gluon kernel (Hopper): the same bits as the Triton kernel."""
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    from heal_kernels._kernels.matmul_ws import _heal_matmul_ws_kernel
+
+    hi, lo, ts = split.hi, split.lo, split.ts
+    (m, k), n = hi.shape, wt.shape[0]
+    x_layout = gl.NVMMASharedLayout.get_default_for([64, 64], gl.float16)
+    w_layout = gl.NVMMASharedLayout.get_default_for([ws.block_n, 64], gl.float16)
+    hi_desc = TensorDescriptor(hi, [m, k], list(hi.stride()), [64, 64], x_layout)
+    lo_desc = TensorDescriptor(lo, [m, k], list(lo.stride()), [64, 64], x_layout)
+    w_desc = TensorDescriptor(wt, [n, k], list(wt.stride()), [ws.block_n, 64], w_layout)
+    _heal_matmul_ws_kernel[(triton.cdiv(m, 128) * triton.cdiv(n, ws.block_n),)](
+        hi_desc, lo_desc, w_desc, ts, wscale, bias if bias is not None else ts, out,
+        m, n, ts.shape[1], ts.stride(0), out.stride(0),
+        HAS_BIAS=bias is not None, SHARDS=k_shards, GROUP_M=ws.group_m, STAGES=ws.stages,
+        CONSUMER_REGS=ws.consumer_regs, num_warps=4,
+    )
 

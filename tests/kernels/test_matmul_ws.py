@@ -1,0 +1,134 @@
+"""heal_matmul's warp-specialized Gluon launch (Hopper, M >= configs.WS_MIN_M): when it is chosen (CPU),
+that it compiles for sm_90 as designed (CPU, offline), and that it gives the Triton kernel's bits (GPU)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import triton
+
+from heal_kernels import configs, reference
+from heal_kernels.matmul import WS_ENV, heal_matmul, prepare_weight, split_tiles
+
+ON_36 = triton.__version__.startswith(configs.WS_TRITON)
+
+
+def test_ws_is_chosen_on_hopper_at_large_m_only(monkeypatch):
+    monkeypatch.setattr(triton, "__version__", configs.WS_TRITON + "0")
+    big = configs.WS_MIN_M
+    assert configs.matmul_ws("sm90", big, 1) is not None
+    assert configs.matmul_ws("sm90", big, 2) is not None
+    assert configs.matmul_ws("sm90", big - 1, 1) is None
+    assert configs.matmul_ws("sm90", big, 4) is None  # more shards: the Triton kernel's grid and tree
+    for arch in ("interpret", "sm80", "sm89", "sm100", "sm120"):
+        assert configs.matmul_ws(arch, big, 1) is None, arch
+    monkeypatch.setattr(triton, "__version__", "3.8.0")
+    assert configs.matmul_ws("sm90", big, 1) is None  # Gluon's API moves: only the verified Triton
+
+
+def test_ws_switch_is_checked(monkeypatch, device):
+    w = prepare_weight(torch.randn(8, 64).bfloat16().to(device))
+    x = torch.randn(2, 64, device=device)
+    monkeypatch.setenv(WS_ENV, "yes")
+    with pytest.raises(ValueError, match=WS_ENV):
+        heal_matmul(x, w)
+    monkeypatch.setenv(WS_ENV, "0")
+    assert torch.isfinite(heal_matmul(x, w)).all()
+
+
+@pytest.mark.skipif(not ON_36, reason=f"the Gluon kernel is built for triton {configs.WS_TRITON}x")
+def test_ws_kernel_compiles_for_sm90_as_designed():
+    """Offline sm_90 compile (a real compile, not the interpreter): two consumer warpgroups x two MMA chains x
+    four k16 steps per K loop (two loops with two shards), one tensor-core wait per tile and consumer, no
+    wgmma serialization, no spills with one shard (two shards hold a second accumulator: a few bytes, once)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    res = subprocess.run([sys.executable, "-m", "bench.kernels.sass_matmul_ws", "--json"],
+                         cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = [json.loads(ln) for ln in res.stdout.strip().splitlines()]
+    assert [r["shards"] for r in rows] == [1, 2]
+    for r in rows:
+        s = r["shards"]
+        assert (r["hgmma"], r["waits"]) == (16 * s, 2 * s), r
+        assert "C7510" not in r["ptxas"] and "C7515" not in r["ptxas"], r
+        assert r["shared"] <= 227 * 1024, r
+    assert "0 bytes spill stores" in rows[0]["ptxas"], rows[0]
+
+
+def _case(m, n, k, seed=0):
+    gen = torch.Generator().manual_seed(m + n + k + seed)
+    hw = prepare_weight((torch.randn(n, k, generator=gen) * 0.02).bfloat16().cuda())
+    x = reference.heavy_tailed_activations(m, k, generator=gen, device="cuda")
+    bias = torch.randn(n, generator=gen).cuda()
+    return hw, x, bias
+
+
+def _triton(x, hw, bias, shards):
+    """The Triton kernel at the tiles it uses for large M."""
+    m, n = x.shape[0], hw.weight.shape[0]
+    grid = configs.matmul_shard_grid("sm90", m, shards)
+    tiles = configs.matmul_tiles("sm90", m, n, k_shards=shards, shard_grid=grid)
+    return heal_matmul(x, hw, bias, k_shards=shards, tiles=tiles)
+
+
+def _gpu_ws():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    if configs.matmul_ws(f"sm{''.join(map(str, torch.cuda.get_device_capability()))}", configs.WS_MIN_M, 1) is None:
+        pytest.skip("the Gluon launch is not used on this GPU / triton")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("m,n,k", [(4096, 6144, 4096), (4096, 4096, 14336), (1100, 1000, 200), (1024, 28672, 4096),
+                                   (1031, 130, 4160)], ids=lambda v: str(v))
+@pytest.mark.parametrize("shards", [1, 2])
+def test_ws_gives_the_triton_kernels_bits(m, n, k, shards):
+    _gpu_ws()
+    if shards == 2 and k % 128:
+        pytest.skip("K does not split into two shards of whole tiles")
+    hw, x, bias = _case(m, n, k)
+    for b in (bias, bias.bfloat16(), None):
+        want = _triton(x, hw, b, shards)
+        got = torch.full_like(want, float("nan"))
+        heal_matmul(x, hw, b, k_shards=shards, out=got)
+        assert torch.equal(got, want), (b is None)
+        split = split_tiles(x, 64)
+        assert torch.equal(heal_matmul(x, hw, b, k_shards=shards, x_split=split), want)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("shards", [1, 2])
+def test_rows_do_not_change_across_the_ws_threshold(shards):
+    """M = WS_MIN_M - 1 runs the Triton kernel, WS_MIN_M and above the Gluon one: every row the same bits."""
+    _gpu_ws()
+    big = configs.WS_MIN_M
+    hw, x, bias = _case(2 * big + 77, 4096, 4096, seed=shards)
+    full = heal_matmul(x, hw, bias, k_shards=shards)
+    for m in (1, 64, big - 1, big, big + 1):
+        assert torch.equal(heal_matmul(x[:m], hw, bias, k_shards=shards), full[:m]), m
+    assert torch.equal(heal_matmul(x[-big:], hw, bias, k_shards=shards), full[-big:])
+
+
+@pytest.mark.gpu
+def test_ws_switch_off_gives_the_same_bits(monkeypatch):
+    _gpu_ws()
+    hw, x, bias = _case(2048, 4096, 4096, seed=5)
+    on = heal_matmul(x, hw, bias)
+    monkeypatch.setenv(WS_ENV, "0")
+    assert torch.equal(heal_matmul(x, hw, bias), on)
+
+
+@pytest.mark.gpu
+def test_ws_propagates_nonfinite_activations():
+    _gpu_ws()
+    hw, x, bias = _case(1500, 512, 256, seed=7)
+    x[3, 5] = float("nan")
+    x[1200, 17] = float("inf")
+    want = _triton(x, hw, bias, 1)
+    got = heal_matmul(x, hw, bias)
+    assert torch.equal(got.isnan(), want.isnan()) and torch.equal(torch.nan_to_num(got), torch.nan_to_num(want))
+    assert got[3].isnan().all() and not got[2].isnan().any()
