@@ -132,3 +132,27 @@ def test_ws_propagates_nonfinite_activations():
     got = heal_matmul(x, hw, bias)
     assert torch.equal(got.isnan(), want.isnan()) and torch.equal(torch.nan_to_num(got), torch.nan_to_num(want))
     assert got[3].isnan().all() and not got[2].isnan().any()
+
+
+@pytest.mark.gpu
+def test_ws_launch_replays_in_a_cuda_graph():
+    """A decode batch above WS_MIN_M under --cuda-graph-max-bs >= 1024 captures the Gluon launch: its TMA
+    descriptors are kernel arguments, so a replay must read the buffers' new contents."""
+    _gpu_ws()
+    m = configs.WS_MIN_M + 512
+    hw, x, bias = _case(m, 4096, 4096, seed=9)
+    _, x2, _ = _case(m, 4096, 4096, seed=10)
+    split = split_tiles(x, 64)
+    out = torch.empty(m, 4096, device="cuda")
+    heal_matmul(x, hw, bias, x_split=split, out=out)  # compile outside the capture
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        heal_matmul(x, hw, bias, x_split=split, out=out)
+    for xs in (x, x2):
+        new = split_tiles(xs, 64)
+        for dst, src in ((split.hi, new.hi), (split.lo, new.lo), (split.ts, new.ts)):
+            dst.copy_(src)
+        out.fill_(float("nan"))
+        g.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(out, _triton(xs, hw, bias, 1))
