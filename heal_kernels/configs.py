@@ -51,6 +51,7 @@ class MatmulWs:
     stages: int  # K tiles in the TMA ring
     group_m: int
     consumer_regs: int  # registers per thread of the two consumer warpgroups (the loader warp keeps 24)
+    n_parts: int = 1  # 2: each consumer runs its 64 x block_n tile as two halves of N per K tile (one shard only)
 
 
 @dataclass(frozen=True)

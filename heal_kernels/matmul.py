@@ -272,6 +272,8 @@ def _ws_enabled() -> bool:
 def _matmul_ws(split: SplitX, wt: torch.Tensor, wscale: torch.Tensor, bias: torch.Tensor | None,
                out: torch.Tensor, k_shards: int, ws: configs.MatmulWs) -> None:
     """heal_matmul through the warp-specialized Gluon kernel (Hopper): the same bits as the Triton kernel."""
+    if ws.n_parts == 2 and k_shards != 1:
+        raise ValueError(f"a MatmulWs with n_parts=2 sums one K shard only, got k_shards={k_shards}")
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
@@ -288,6 +290,6 @@ def _matmul_ws(split: SplitX, wt: torch.Tensor, wscale: torch.Tensor, bias: torc
         hi_desc, lo_desc, w_desc, ts, wscale, bias if bias is not None else ts, out,
         m, n, ts.shape[1], ts.stride(0), out.stride(0),
         HAS_BIAS=bias is not None, SHARDS=k_shards, GROUP_M=ws.group_m, STAGES=ws.stages,
-        CONSUMER_REGS=ws.consumer_regs, num_warps=4,
+        CONSUMER_REGS=ws.consumer_regs, N_PARTS=ws.n_parts, num_warps=4,
     )
 

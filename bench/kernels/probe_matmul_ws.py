@@ -3,7 +3,10 @@ Llama-3-8B linear shapes as served (x already split by its producer, o_proj and 
 HEAL_ROW_SHARDS=2 shards), the time of the Triton kernel (its large-M tiles), of the Gluon launch and of
 FP16 cuBLAS, CUDA-graph replay, median; and whether the two give the same bits.
 
-    python -m bench.kernels.probe_matmul_ws [--m 4096,1024,512] [--stages 3,4] [--group 8,16]
+    python -m bench.kernels.probe_matmul_ws [--m 4096,1024,512] [--stages 3,4] [--group 8,16] [--parts]
+
+--parts: also 128 x 256 tiles run as two 128-wide halves per consumer (MatmulWs.n_parts=2; one-shard
+layers only).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ def main(argv=None):
     ap.add_argument("--m", default="4096,1024")
     ap.add_argument("--stages", default="", help="also these ring depths (comma-separated)")
     ap.add_argument("--group", default="", help="also these GROUP_M (comma-separated)")
+    ap.add_argument("--parts", action="store_true", help="also 128 x 256 tiles in two N parts (one shard only)")
     a = ap.parse_args(argv)
     shipped = configs._WS
     variants = [shipped] + [dataclasses.replace(shipped, stages=int(s), group_m=int(g)) for s, g in itertools.product(
@@ -54,13 +58,15 @@ def main(argv=None):
             cublas = us(lambda: x16 @ w16.T)  # noqa: B023
             print(f"{name:12} M={m} N={n} K={k} shards {shards}: cublas fp16 {cublas:.1f} us, triton kernel "
                   f"{base:.1f} ({base / cublas:.2f}x)", flush=True)
-            for ws in variants:
+            extra = [dataclasses.replace(shipped, block_n=256, n_parts=2, stages=st) for st in (2, 3)]
+            for ws in variants + (extra if a.parts and shards == 1 else []):
                 out = torch.full_like(want, float("nan"))
                 run = lambda: _matmul_ws(split, hw.weight, hw.scale, None, out, shards, ws)  # noqa: B023, E731
                 run()
                 same = torch.equal(out, want)
                 t = us(run)
-                tag = "shipped" if ws == shipped else f"stages {ws.stages} group {ws.group_m}"
+                tag = "shipped" if ws == shipped else (f"stages {ws.stages} group {ws.group_m} block_n {ws.block_n} "
+                                                       f"parts {ws.n_parts}")
                 print(f"    gluon {tag}: {t:.1f} us ({t / cublas:.2f}x cuBLAS, {t / base:.3f} of the triton "
                       f"kernel) same bits {same}", flush=True)
 

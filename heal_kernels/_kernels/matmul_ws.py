@@ -62,12 +62,79 @@ def _tiles(hi_s, lo_s, w_s, ready, empty, ts_row, mask_m, p, t0, t1, HALF: gl.co
 
 
 @gluon.jit
+def _tiles_in_parts(hi_s, lo_s, w_s, ready, empty, ts_row, mask_m, p, t0, t1, HALF: gl.constexpr,
+                    STAGES: gl.constexpr):
+    """_tiles for a weight tile twice as wide as p: each K tile's two chains on its first half of N, then
+    on its second, into two accumulators (the same MMAs per output element, so the same bits); one
+    product live at a time keeps the 64 x 256 accumulators within the registers."""
+    PART: gl.constexpr = p.type.shape[1]
+    acc0 = gl.zeros_like(p)
+    acc1 = gl.zeros_like(p)
+    for t in range(t0, t1):
+        s = t % STAGES
+        inv = gl.expand_dims(gl.load(ts_row + t, mask=mask_m, other=1.0), 1)
+        mbarrier.wait(ready.index(s), (t // STAGES) & 1)
+        w0 = w_s.index(s).slice(0, PART, dim=0).permute((1, 0))
+        w1 = w_s.index(s).slice(PART, PART, dim=0).permute((1, 0))
+        p = warpgroup_mma(lo_s.index(2 * s + HALF), w0, p, use_acc=False, is_async=True)
+        p = warpgroup_mma(hi_s.index(2 * s + HALF), w0, p, is_async=True)
+        p = warpgroup_mma_wait(num_outstanding=0, deps=(p,))
+        acc0 = gl.fma(p, inv, acc0)
+        p = warpgroup_mma(lo_s.index(2 * s + HALF), w1, p, use_acc=False, is_async=True)
+        p = warpgroup_mma(hi_s.index(2 * s + HALF), w1, p, is_async=True)
+        p = warpgroup_mma_wait(num_outstanding=0, deps=(p,))
+        mbarrier.arrive(empty.index(s), count=1)
+        acc1 = gl.fma(p, inv, acc1)
+    return acc0, acc1
+
+
+@gluon.jit
+def _store_part(acc, rows, mask_m, cols, N, wscale_ptr, bias_ptr, out_ptr, stride_om, HAS_BIAS: gl.constexpr):
+    acc = acc * gl.expand_dims(gl.load(wscale_ptr + cols, mask=cols < N, other=1.0), 0)
+    if HAS_BIAS:
+        acc = acc + gl.expand_dims(gl.load(bias_ptr + cols, mask=cols < N, other=0.0).to(gl.float32), 0)
+    mask = gl.expand_dims(mask_m, 1) & gl.expand_dims(cols < N, 0)
+    gl.store(out_ptr + gl.expand_dims(rows.to(gl.int64), 1) * stride_om + gl.expand_dims(cols, 0), acc, mask=mask)
+
+
+@gluon.jit
 def _consumer(hi_s, lo_s, w_s, ready, empty, ts_ptr, wscale_ptr, bias_ptr, out_ptr, off_m, off_n, KT,
-              M, N, stride_tm, stride_om, HAS_BIAS: gl.constexpr, SHARDS: gl.constexpr, HALF: gl.constexpr):
+              M, N, stride_tm, stride_om, HAS_BIAS: gl.constexpr, SHARDS: gl.constexpr, HALF: gl.constexpr,
+              N_PARTS: gl.constexpr):
     """Rows [off_m + HALF * 64, + 64) of the tile, start to store."""
+    if N_PARTS == 2:
+        _consumer_parts(hi_s, lo_s, w_s, ready, empty, ts_ptr, wscale_ptr, bias_ptr, out_ptr, off_m, off_n, KT,
+                        M, N, stride_tm, stride_om, HAS_BIAS, HALF)
+    else:
+        _consumer_whole(hi_s, lo_s, w_s, ready, empty, ts_ptr, wscale_ptr, bias_ptr, out_ptr, off_m, off_n, KT,
+                        M, N, stride_tm, stride_om, HAS_BIAS, SHARDS, HALF)
+
+
+@gluon.jit
+def _consumer_parts(hi_s, lo_s, w_s, ready, empty, ts_ptr, wscale_ptr, bias_ptr, out_ptr, off_m, off_n, KT,
+                    M, N, stride_tm, stride_om, HAS_BIAS: gl.constexpr, HALF: gl.constexpr):
+    """_consumer with the N tile in two parts (one shard only: two shards' sums would need four accumulators)."""
     STAGES: gl.constexpr = w_s.type.shape[0]
-    BLOCK_N: gl.constexpr = w_s.type.shape[1]
     HALF_M: gl.constexpr = hi_s.type.shape[1]
+    PART: gl.constexpr = w_s.type.shape[1] // 2
+    layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                     instr_shape=[16, PART, 16])
+    rows = off_m + HALF * HALF_M + gl.arange(0, HALF_M, layout=gl.SliceLayout(1, layout))
+    cols = off_n + gl.arange(0, PART, layout=gl.SliceLayout(0, layout))
+    mask_m = rows < M
+    p = gl.zeros([HALF_M, PART], gl.float32, layout)
+    a0, a1 = _tiles_in_parts(hi_s, lo_s, w_s, ready, empty, ts_ptr + rows.to(gl.int64) * stride_tm, mask_m, p,
+                             0, KT, HALF, STAGES)
+    _store_part(a0, rows, mask_m, cols, N, wscale_ptr, bias_ptr, out_ptr, stride_om, HAS_BIAS)
+    _store_part(a1, rows, mask_m, cols + PART, N, wscale_ptr, bias_ptr, out_ptr, stride_om, HAS_BIAS)
+
+
+@gluon.jit
+def _consumer_whole(hi_s, lo_s, w_s, ready, empty, ts_ptr, wscale_ptr, bias_ptr, out_ptr, off_m, off_n, KT,
+                    M, N, stride_tm, stride_om, HAS_BIAS: gl.constexpr, SHARDS: gl.constexpr, HALF: gl.constexpr):
+    STAGES: gl.constexpr = w_s.type.shape[0]
+    HALF_M: gl.constexpr = hi_s.type.shape[1]
+    BLOCK_N: gl.constexpr = w_s.type.shape[1]
     layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                      instr_shape=[16, BLOCK_N, 16])
     rows = off_m + HALF * HALF_M + gl.arange(0, HALF_M, layout=gl.SliceLayout(1, layout))
@@ -90,9 +157,9 @@ def _consumer(hi_s, lo_s, w_s, ready, empty, ts_ptr, wscale_ptr, bias_ptr, out_p
 
 @gluon.jit
 def _consumer_1(hi_s, lo_s, w_s, ready, empty, ts_ptr, wscale_ptr, bias_ptr, out_ptr, off_m, off_n, KT,
-                M, N, stride_tm, stride_om, HAS_BIAS: gl.constexpr, SHARDS: gl.constexpr):
+                M, N, stride_tm, stride_om, HAS_BIAS: gl.constexpr, SHARDS: gl.constexpr, N_PARTS: gl.constexpr):
     _consumer(hi_s, lo_s, w_s, ready, empty, ts_ptr, wscale_ptr, bias_ptr, out_ptr, off_m, off_n, KT,
-              M, N, stride_tm, stride_om, HAS_BIAS, SHARDS, 1)
+              M, N, stride_tm, stride_om, HAS_BIAS, SHARDS, 1, N_PARTS)
 
 
 @gluon.jit
@@ -100,7 +167,7 @@ def _heal_matmul_ws_kernel(
     hi_desc, lo_desc, w_desc, ts_ptr, wscale_ptr, bias_ptr, out_ptr,
     M, N, KT, stride_tm, stride_om,
     HAS_BIAS: gl.constexpr, SHARDS: gl.constexpr, GROUP_M: gl.constexpr, STAGES: gl.constexpr,
-    CONSUMER_REGS: gl.constexpr, num_warps: gl.constexpr,
+    CONSUMER_REGS: gl.constexpr, N_PARTS: gl.constexpr, num_warps: gl.constexpr,
 ):
     """One 128 x BLOCK_N output tile per program: rows [0, 64) in the default partition (a consumer
     warpgroup), [64, 128) in a worker consumer warpgroup, the loads in a one-warp worker."""
@@ -131,8 +198,8 @@ def _heal_matmul_ws_kernel(
     # Argument tuples written out: a tuple held in a variable turns its constexprs into tensors.
     gl.warp_specialize([
         (_consumer, (hi_s, lo_s, w_s, ready, empty, ts_ptr, wscale_ptr, bias_ptr, out_ptr, off_m, off_n, KT,
-                     M, N, stride_tm, stride_om, HAS_BIAS, SHARDS, 0)),
+                     M, N, stride_tm, stride_om, HAS_BIAS, SHARDS, 0, N_PARTS)),
         (_consumer_1, (hi_s, lo_s, w_s, ready, empty, ts_ptr, wscale_ptr, bias_ptr, out_ptr, off_m, off_n, KT,
-                       M, N, stride_tm, stride_om, HAS_BIAS, SHARDS)),
+                       M, N, stride_tm, stride_om, HAS_BIAS, SHARDS, N_PARTS)),
         (_loader, (hi_desc, lo_desc, w_desc, hi_s, lo_s, w_s, ready, empty, off_m, off_n, KT, STAGES)),
     ], [4, 1], [CONSUMER_REGS, 24])

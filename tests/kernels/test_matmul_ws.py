@@ -1,6 +1,7 @@
 """heal_matmul's warp-specialized Gluon launch (Hopper, M >= configs.WS_MIN_M): when it is chosen (CPU),
 that it compiles for sm_90 as designed (CPU, offline), and that it gives the Triton kernel's bits (GPU)."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -12,7 +13,7 @@ import torch
 import triton
 
 from heal_kernels import configs, reference
-from heal_kernels.matmul import WS_ENV, heal_matmul, prepare_weight, split_tiles
+from heal_kernels.matmul import WS_ENV, _matmul_ws, heal_matmul, prepare_weight, split_tiles
 
 ON_36 = triton.__version__.startswith(configs.WS_TRITON)
 
@@ -156,3 +157,25 @@ def test_ws_launch_replays_in_a_cuda_graph():
         g.replay()
         torch.cuda.synchronize()
         assert torch.equal(out, _triton(xs, hw, bias, 1))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("m,n,k", [(4096, 6144, 4096), (1100, 1000, 200), (1031, 130, 4160)], ids=lambda v: str(v))
+@pytest.mark.parametrize("stages", [2, 3])
+def test_ws_in_n_parts_gives_the_triton_kernels_bits(m, n, k, stages):
+    """The 128 x 256 launch run as two N halves per consumer (a probe candidate, not shipped) keeps the bits."""
+    _gpu_ws()
+    ws = dataclasses.replace(configs._WS, block_n=256, n_parts=2, stages=stages)
+    hw, x, bias = _case(m, n, k, seed=11)
+    for b in (bias, None):
+        want = _triton(x, hw, b, 1)
+        got = torch.full_like(want, float("nan"))
+        _matmul_ws(split_tiles(x, 64), hw.weight, hw.scale, b, got, 1, ws)
+        assert torch.equal(got, want)
+
+
+def test_ws_in_n_parts_refuses_two_shards():
+    ws = dataclasses.replace(configs._WS, block_n=256, n_parts=2)
+    with pytest.raises(ValueError, match="k_shards=2"):
+        _matmul_ws(split_tiles(torch.randn(4, 128), 64), torch.zeros(8, 128, dtype=torch.float16), torch.ones(8),
+                   None, torch.empty(4, 8), 2, ws)
