@@ -52,6 +52,7 @@ class MatmulWs:
     group_m: int
     consumer_regs: int  # registers per thread of the two consumer warpgroups (the loader warp keeps 24)
     n_parts: int = 1  # 2: each consumer runs its 64 x block_n tile as two halves of N per K tile (one shard only)
+    consumers: int = 2  # consumer warpgroups, 64 rows each: the program's tile is 64 * consumers rows
 
 
 @dataclass(frozen=True)

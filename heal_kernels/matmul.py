@@ -286,10 +286,10 @@ def _matmul_ws(split: SplitX, wt: torch.Tensor, wscale: torch.Tensor, bias: torc
     hi_desc = TensorDescriptor(hi, [m, k], list(hi.stride()), [64, 64], x_layout)
     lo_desc = TensorDescriptor(lo, [m, k], list(lo.stride()), [64, 64], x_layout)
     w_desc = TensorDescriptor(wt, [n, k], list(wt.stride()), [ws.block_n, 64], w_layout)
-    _heal_matmul_ws_kernel[(triton.cdiv(m, 128) * triton.cdiv(n, ws.block_n),)](
+    _heal_matmul_ws_kernel[(triton.cdiv(m, 64 * ws.consumers) * triton.cdiv(n, ws.block_n),)](
         hi_desc, lo_desc, w_desc, ts, wscale, bias if bias is not None else ts, out,
         m, n, ts.shape[1], ts.stride(0), out.stride(0),
         HAS_BIAS=bias is not None, SHARDS=k_shards, GROUP_M=ws.group_m, STAGES=ws.stages,
-        CONSUMER_REGS=ws.consumer_regs, N_PARTS=ws.n_parts, num_warps=4,
+        CONSUMER_REGS=ws.consumer_regs, N_PARTS=ws.n_parts, CONSUMERS=ws.consumers, num_warps=4,
     )
 

@@ -6,7 +6,8 @@ FP16 cuBLAS, CUDA-graph replay, median; and whether the two give the same bits.
     python -m bench.kernels.probe_matmul_ws [--m 4096,1024,512] [--stages 3,4] [--group 8,16] [--parts]
 
 --parts: also 128 x 256 tiles run as two 128-wide halves per consumer (MatmulWs.n_parts=2; one-shard
-layers only).
+layers only).  --one: also one consumer warpgroup (64-row tiles) with 64- and 128-wide N tiles and a
+deeper ring, for small M (e.g. --m 16,64,128,256).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def main(argv=None):
     ap.add_argument("--stages", default="", help="also these ring depths (comma-separated)")
     ap.add_argument("--group", default="", help="also these GROUP_M (comma-separated)")
     ap.add_argument("--parts", action="store_true", help="also 128 x 256 tiles in two N parts (one shard only)")
+    ap.add_argument("--one", action="store_true", help="also one consumer warpgroup (64-row tiles)")
     a = ap.parse_args(argv)
     shipped = configs._WS
     variants = [shipped] + [dataclasses.replace(shipped, stages=int(s), group_m=int(g)) for s, g in itertools.product(
@@ -59,14 +61,16 @@ def main(argv=None):
             print(f"{name:12} M={m} N={n} K={k} shards {shards}: cublas fp16 {cublas:.1f} us, triton kernel "
                   f"{base:.1f} ({base / cublas:.2f}x)", flush=True)
             extra = [dataclasses.replace(shipped, block_n=256, n_parts=2, stages=st) for st in (2, 3)]
-            for ws in variants + (extra if a.parts and shards == 1 else []):
+            one = [dataclasses.replace(shipped, block_n=bn, stages=st, consumers=1) for bn, st in
+                   ((64, 6), (64, 8), (128, 4), (128, 6))]
+            for ws in variants + (extra if a.parts and shards == 1 else []) + (one if a.one else []):
                 out = torch.full_like(want, float("nan"))
                 run = lambda: _matmul_ws(split, hw.weight, hw.scale, None, out, shards, ws)  # noqa: B023, E731
                 run()
                 same = torch.equal(out, want)
                 t = us(run)
                 tag = "shipped" if ws == shipped else (f"stages {ws.stages} group {ws.group_m} block_n {ws.block_n} "
-                                                       f"parts {ws.n_parts}")
+                                                       f"parts {ws.n_parts} consumers {ws.consumers}")
                 print(f"    gluon {tag}: {t:.1f} us ({t / cublas:.2f}x cuBLAS, {t / base:.3f} of the triton "
                       f"kernel) same bits {same}", flush=True)
 

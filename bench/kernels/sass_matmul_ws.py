@@ -48,7 +48,8 @@ def compile_ws(ws: configs.MatmulWs, *, shards: int = 1, has_bias: bool = True):
 
     params = list(inspect.signature(_heal_matmul_ws_kernel.fn).parameters)
     const = dict(HAS_BIAS=has_bias, SHARDS=shards, GROUP_M=ws.group_m, STAGES=ws.stages,
-                 CONSUMER_REGS=ws.consumer_regs, N_PARTS=ws.n_parts, num_warps=4)
+                 CONSUMER_REGS=ws.consumer_regs, N_PARTS=ws.n_parts, CONSUMERS=ws.consumers,
+                 num_warps=4)
     sig = {p: "constexpr" if p in const else desc([64, 64]) if p in ("hi_desc", "lo_desc")
            else desc([ws.block_n, 64]) if p == "w_desc" else "*fp32" if p.endswith("_ptr") else "i32" for p in params}
     aligned = [p for p in params if p.endswith("_ptr") or p in ("N", "stride_tm", "stride_om")]  # as the JIT sees them

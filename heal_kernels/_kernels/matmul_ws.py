@@ -25,21 +25,24 @@ from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warp
 
 @gluon.jit
 def _loader(hi_desc, lo_desc, w_desc, hi_s, lo_s, w_s, ready, empty, off_m, off_n, KT, STAGES: gl.constexpr):
-    """K tile t into slot t % STAGES once both consumers gave the slot back: x's two 64-row halves, hi and
-    lo, and the weight tile.  Rows and columns past the tensor's edge arrive as zeros (TMA)."""
+    """K tile t into slot t % STAGES once every consumer gave the slot back: x's 64-row halves (one per
+    consumer), hi and lo, and the weight tile.  Rows and columns past the tensor's edge arrive as zeros (TMA)."""
     HALF_M: gl.constexpr = hi_desc.block_type.shape[0]
     BK: gl.constexpr = hi_desc.block_type.shape[1]
-    nbytes: gl.constexpr = 4 * hi_desc.block_type.nbytes + w_desc.block_type.nbytes
+    C: gl.constexpr = hi_s.type.shape[0] // STAGES  # consumer warpgroups: 64-row halves of x per slot
+    nbytes: gl.constexpr = 2 * C * hi_desc.block_type.nbytes + w_desc.block_type.nbytes
     for t in range(KT):
         s = t % STAGES
         mbarrier.wait(empty.index(s), ((t // STAGES) & 1) ^ 1)  # a fresh barrier passes parity 1
         bar = ready.index(s)
         mbarrier.expect(bar, nbytes)
         k = t * BK
-        tma.async_copy_global_to_shared(hi_desc, [off_m, k], bar, hi_s.index(2 * s))
-        tma.async_copy_global_to_shared(hi_desc, [off_m + HALF_M, k], bar, hi_s.index(2 * s + 1))
-        tma.async_copy_global_to_shared(lo_desc, [off_m, k], bar, lo_s.index(2 * s))
-        tma.async_copy_global_to_shared(lo_desc, [off_m + HALF_M, k], bar, lo_s.index(2 * s + 1))
+        tma.async_copy_global_to_shared(hi_desc, [off_m, k], bar, hi_s.index(C * s))
+        if C == 2:
+            tma.async_copy_global_to_shared(hi_desc, [off_m + HALF_M, k], bar, hi_s.index(C * s + 1))
+        tma.async_copy_global_to_shared(lo_desc, [off_m, k], bar, lo_s.index(C * s))
+        if C == 2:
+            tma.async_copy_global_to_shared(lo_desc, [off_m + HALF_M, k], bar, lo_s.index(C * s + 1))
         tma.async_copy_global_to_shared(w_desc, [off_n, k], bar, w_s.index(s))
 
 
@@ -47,14 +50,15 @@ def _loader(hi_desc, lo_desc, w_desc, hi_s, lo_s, w_s, ready, empty, off_m, off_
 def _tiles(hi_s, lo_s, w_s, ready, empty, ts_row, mask_m, p, t0, t1, HALF: gl.constexpr, STAGES: gl.constexpr):
     """sum over K tiles t in [t0, t1), ascending, of fma(lo_t . w_t + hi_t . w_t, ts[m, t], .), from zero.
     p: the product's registers (a fresh chain ignores their values)."""
+    C: gl.constexpr = hi_s.type.shape[0] // STAGES
     acc = gl.zeros_like(p)
     for t in range(t0, t1):
         s = t % STAGES
         inv = gl.load(ts_row + t, mask=mask_m, other=1.0)  # before the wait: its latency hides under it
         mbarrier.wait(ready.index(s), (t // STAGES) & 1)
         w = w_s.index(s).permute((1, 0))
-        p = warpgroup_mma(lo_s.index(2 * s + HALF), w, p, use_acc=False, is_async=True)
-        p = warpgroup_mma(hi_s.index(2 * s + HALF), w, p, is_async=True)
+        p = warpgroup_mma(lo_s.index(C * s + HALF), w, p, use_acc=False, is_async=True)
+        p = warpgroup_mma(hi_s.index(C * s + HALF), w, p, is_async=True)
         p = warpgroup_mma_wait(num_outstanding=0, deps=(p,))
         mbarrier.arrive(empty.index(s), count=1)  # the slot's MMAs are done: the loader may refill it
         acc = gl.fma(p, gl.expand_dims(inv, 1), acc)  # p * inv is exact: one rounding, to nearest
@@ -68,6 +72,7 @@ def _tiles_in_parts(hi_s, lo_s, w_s, ready, empty, ts_row, mask_m, p, t0, t1, HA
     on its second, into two accumulators (the same MMAs per output element, so the same bits); one
     product live at a time keeps the 64 x 256 accumulators within the registers."""
     PART: gl.constexpr = p.type.shape[1]
+    C: gl.constexpr = hi_s.type.shape[0] // STAGES
     acc0 = gl.zeros_like(p)
     acc1 = gl.zeros_like(p)
     for t in range(t0, t1):
@@ -76,12 +81,12 @@ def _tiles_in_parts(hi_s, lo_s, w_s, ready, empty, ts_row, mask_m, p, t0, t1, HA
         mbarrier.wait(ready.index(s), (t // STAGES) & 1)
         w0 = w_s.index(s).slice(0, PART, dim=0).permute((1, 0))
         w1 = w_s.index(s).slice(PART, PART, dim=0).permute((1, 0))
-        p = warpgroup_mma(lo_s.index(2 * s + HALF), w0, p, use_acc=False, is_async=True)
-        p = warpgroup_mma(hi_s.index(2 * s + HALF), w0, p, is_async=True)
+        p = warpgroup_mma(lo_s.index(C * s + HALF), w0, p, use_acc=False, is_async=True)
+        p = warpgroup_mma(hi_s.index(C * s + HALF), w0, p, is_async=True)
         p = warpgroup_mma_wait(num_outstanding=0, deps=(p,))
         acc0 = gl.fma(p, inv, acc0)
-        p = warpgroup_mma(lo_s.index(2 * s + HALF), w1, p, use_acc=False, is_async=True)
-        p = warpgroup_mma(hi_s.index(2 * s + HALF), w1, p, is_async=True)
+        p = warpgroup_mma(lo_s.index(C * s + HALF), w1, p, use_acc=False, is_async=True)
+        p = warpgroup_mma(hi_s.index(C * s + HALF), w1, p, is_async=True)
         p = warpgroup_mma_wait(num_outstanding=0, deps=(p,))
         mbarrier.arrive(empty.index(s), count=1)
         acc1 = gl.fma(p, inv, acc1)
@@ -167,39 +172,47 @@ def _heal_matmul_ws_kernel(
     hi_desc, lo_desc, w_desc, ts_ptr, wscale_ptr, bias_ptr, out_ptr,
     M, N, KT, stride_tm, stride_om,
     HAS_BIAS: gl.constexpr, SHARDS: gl.constexpr, GROUP_M: gl.constexpr, STAGES: gl.constexpr,
-    CONSUMER_REGS: gl.constexpr, N_PARTS: gl.constexpr, num_warps: gl.constexpr,
+    CONSUMER_REGS: gl.constexpr, N_PARTS: gl.constexpr, CONSUMERS: gl.constexpr, num_warps: gl.constexpr,
 ):
-    """One 128 x BLOCK_N output tile per program: rows [0, 64) in the default partition (a consumer
-    warpgroup), [64, 128) in a worker consumer warpgroup, the loads in a one-warp worker."""
+    """One (64 * CONSUMERS) x BLOCK_N output tile per program: rows [0, 64) in the default partition (a
+    consumer warpgroup), [64, 128) in a worker consumer warpgroup (CONSUMERS = 2), the loads in a one-warp
+    worker.  One consumer: 64-row tiles for small M (half the tiles' x traffic wasted on rows past M)."""
     HALF_M: gl.constexpr = hi_desc.block_type.shape[0]
     BLOCK_K: gl.constexpr = hi_desc.block_type.shape[1]
     BLOCK_N: gl.constexpr = w_desc.block_type.shape[0]
     gl.static_assert(num_warps == 4, "the default partition is one consumer warpgroup")
     pid = gl.program_id(0)
-    num_pid_m = gl.cdiv(M, 2 * HALF_M)
+    num_pid_m = gl.cdiv(M, CONSUMERS * HALF_M)
     num_pid_n = gl.cdiv(N, BLOCK_N)
     group = GROUP_M * num_pid_n
     first_m = (pid // group) * GROUP_M
     size_m = gl.minimum(num_pid_m - first_m, GROUP_M)
     pid_m = first_m + (pid % group) % size_m
     pid_n = (pid % group) // size_m
-    off_m = pid_m * 2 * HALF_M
+    off_m = pid_m * CONSUMERS * HALF_M
     off_n = pid_n * BLOCK_N
 
-    hi_s = gl.allocate_shared_memory(hi_desc.dtype, [2 * STAGES, HALF_M, BLOCK_K], hi_desc.layout)
-    lo_s = gl.allocate_shared_memory(lo_desc.dtype, [2 * STAGES, HALF_M, BLOCK_K], lo_desc.layout)
+    hi_s = gl.allocate_shared_memory(hi_desc.dtype, [CONSUMERS * STAGES, HALF_M, BLOCK_K], hi_desc.layout)
+    lo_s = gl.allocate_shared_memory(lo_desc.dtype, [CONSUMERS * STAGES, HALF_M, BLOCK_K], lo_desc.layout)
     w_s = gl.allocate_shared_memory(w_desc.dtype, [STAGES, BLOCK_N, BLOCK_K], w_desc.layout)
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     for i in gl.static_range(STAGES):
         mbarrier.init(ready.index(i), count=1)
-        mbarrier.init(empty.index(i), count=2)  # one arrive per consumer warpgroup
+        mbarrier.init(empty.index(i), count=CONSUMERS)  # one arrive per consumer warpgroup
 
     # Argument tuples written out: a tuple held in a variable turns its constexprs into tensors.
-    gl.warp_specialize([
-        (_consumer, (hi_s, lo_s, w_s, ready, empty, ts_ptr, wscale_ptr, bias_ptr, out_ptr, off_m, off_n, KT,
-                     M, N, stride_tm, stride_om, HAS_BIAS, SHARDS, 0, N_PARTS)),
-        (_consumer_1, (hi_s, lo_s, w_s, ready, empty, ts_ptr, wscale_ptr, bias_ptr, out_ptr, off_m, off_n, KT,
-                       M, N, stride_tm, stride_om, HAS_BIAS, SHARDS, N_PARTS)),
-        (_loader, (hi_desc, lo_desc, w_desc, hi_s, lo_s, w_s, ready, empty, off_m, off_n, KT, STAGES)),
-    ], [4, 1], [CONSUMER_REGS, 24])
+    if CONSUMERS == 2:
+        gl.warp_specialize([
+            (_consumer, (hi_s, lo_s, w_s, ready, empty, ts_ptr, wscale_ptr, bias_ptr, out_ptr, off_m, off_n, KT,
+                         M, N, stride_tm, stride_om, HAS_BIAS, SHARDS, 0, N_PARTS)),
+            (_consumer_1, (hi_s, lo_s, w_s, ready, empty, ts_ptr, wscale_ptr, bias_ptr, out_ptr, off_m, off_n, KT,
+                           M, N, stride_tm, stride_om, HAS_BIAS, SHARDS, N_PARTS)),
+            (_loader, (hi_desc, lo_desc, w_desc, hi_s, lo_s, w_s, ready, empty, off_m, off_n, KT, STAGES)),
+        ], [4, 1], [CONSUMER_REGS, 24])
+    else:
+        gl.warp_specialize([
+            (_consumer, (hi_s, lo_s, w_s, ready, empty, ts_ptr, wscale_ptr, bias_ptr, out_ptr, off_m, off_n, KT,
+                         M, N, stride_tm, stride_om, HAS_BIAS, SHARDS, 0, N_PARTS)),
+            (_loader, (hi_desc, lo_desc, w_desc, hi_s, lo_s, w_s, ready, empty, off_m, off_n, KT, STAGES)),
+        ], [1], [24])

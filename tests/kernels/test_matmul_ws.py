@@ -159,19 +159,28 @@ def test_ws_launch_replays_in_a_cuda_graph():
         assert torch.equal(out, _triton(xs, hw, bias, 1))
 
 
+# Launch options a probe compares (bench/kernels/probe_matmul_ws.py), not shipped: 128 x 256 tiles in two N
+# parts per consumer, and one consumer warpgroup (64-row tiles) with a deeper ring for small M.
+CANDIDATES = [
+    dataclasses.replace(configs._WS, block_n=256, n_parts=2, stages=3),
+    dataclasses.replace(configs._WS, block_n=64, stages=6, consumers=1),
+    dataclasses.replace(configs._WS, block_n=128, stages=4, consumers=1),
+]
+
+
 @pytest.mark.gpu
-@pytest.mark.parametrize("m,n,k", [(4096, 6144, 4096), (1100, 1000, 200), (1031, 130, 4160)], ids=lambda v: str(v))
-@pytest.mark.parametrize("stages", [2, 3])
-def test_ws_in_n_parts_gives_the_triton_kernels_bits(m, n, k, stages):
-    """The 128 x 256 launch run as two N halves per consumer (a probe candidate, not shipped) keeps the bits."""
+@pytest.mark.parametrize("m,n,k", [(4096, 6144, 4096), (1100, 1000, 200), (1031, 130, 4160), (1, 4096, 4096),
+                                   (64, 1000, 14336), (300, 6144, 4096)], ids=lambda v: str(v))
+@pytest.mark.parametrize("ws", CANDIDATES, ids=["parts", "c1-n64", "c1-n128"])
+def test_ws_launch_candidates_give_the_triton_kernels_bits(m, n, k, ws):
     _gpu_ws()
-    ws = dataclasses.replace(configs._WS, block_n=256, n_parts=2, stages=stages)
     hw, x, bias = _case(m, n, k, seed=11)
-    for b in (bias, None):
-        want = _triton(x, hw, b, 1)
-        got = torch.full_like(want, float("nan"))
-        _matmul_ws(split_tiles(x, 64), hw.weight, hw.scale, b, got, 1, ws)
-        assert torch.equal(got, want)
+    for shards in (1, 2) if ws.n_parts == 1 and k % 128 == 0 else (1,):
+        for b in (bias, None):
+            want = _triton(x, hw, b, shards)
+            got = torch.full_like(want, float("nan"))
+            _matmul_ws(split_tiles(x, 64), hw.weight, hw.scale, b, got, shards, ws)
+            assert torch.equal(got, want), (shards, b is None)
 
 
 def test_ws_in_n_parts_refuses_two_shards():
