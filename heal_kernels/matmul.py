@@ -179,6 +179,10 @@ def heal_matmul(
     ``x_split``: x already split (``SplitX``, written by x's producer or ``split_tiles``) with
     this matmul's K tile; the kernel reads it instead of splitting x (same bits, no split
     launch).  It must be x's split: it is not checked against x's values.
+
+    On Hopper with triton 3.6, M >= configs.WS_MIN_M and one or two shards run a warp-specialized
+    Gluon kernel (_kernels/matmul_ws.py) with the same bits; ``tiles`` or HEAL_MATMUL_WS=0 keep the
+    Triton kernel.
     """
     check_tensor("x", x, dtypes=(torch.float32,), ndim=2)
     dev = x.device
