@@ -45,12 +45,12 @@ class MatmulTiles:
 
 @dataclass(frozen=True)
 class MatmulWs:
-    """heal_matmul's warp-specialized Gluon launch (Hopper, large M): 128 x block_n tiles."""
+    """heal_matmul's warp-specialized Gluon launch (Hopper, large M): (64 * consumers) x block_n tiles."""
 
     block_n: int
     stages: int  # K tiles in the TMA ring
     group_m: int
-    consumer_regs: int  # registers per thread of the two consumer warpgroups (the loader warp keeps 24)
+    consumer_regs: int  # registers per thread of a worker consumer warpgroup (the loader warp keeps 24)
     n_parts: int = 1  # 2: each consumer runs its 64 x block_n tile as two halves of N per K tile (one shard only)
     consumers: int = 2  # consumer warpgroups, 64 rows each: the program's tile is 64 * consumers rows
 
@@ -241,7 +241,7 @@ def matmul_tiles(arch: str, m: int, n: int, *, k_shards: int = 1, shard_grid: bo
 # bitwise tests and the reproducibility matrix ran; M = 512 gained too and is a candidate.  Only with the
 # Triton it was verified on (3.6): Gluon is experimental and its API moves between releases.
 WS_MIN_M = 1024
-_WS = MatmulWs(block_n=128, stages=4, group_m=8, consumer_regs=232)
+WS_LAUNCH = MatmulWs(block_n=128, stages=4, group_m=8, consumer_regs=232)
 WS_TRITON = "3.6."
 
 
@@ -249,7 +249,7 @@ def matmul_ws(arch: str, m: int, k_shards: int) -> MatmulWs | None:
     """The warp-specialized launch for this matmul, or None for the Triton kernel."""
     if arch != "sm90" or m < WS_MIN_M or k_shards > 2 or not triton.__version__.startswith(WS_TRITON):
         return None
-    return _WS
+    return WS_LAUNCH
 
 
 # Two K shards are summed inside each program (two accumulators, no partials) for M in this

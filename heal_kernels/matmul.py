@@ -231,14 +231,13 @@ def heal_matmul(
     if k == 0:
         return out.zero_() if bias is None else out.copy_(bias.float().expand(m, n))
     ws = configs.matmul_ws(arch, m, k_shards) if not tiles_given and _ws_enabled() else None
-    if ws is not None and numerics.block_k == 64 and _tma_rows(wt):
-        split = x_split if x_split is not None else split_tiles(x, numerics.block_k)
-        if _tma_rows(split.hi) and _tma_rows(split.lo):
-            _matmul_ws(split, wt, wscale, bias, out, k_shards, ws)
-            return out
-        x_split = split  # a caller's split that TMA cannot read: the Triton kernel reads it
-        if tiles.split_x:
-            tiles = dataclasses.replace(tiles, split_x=False)
+    # TMA reads 16-byte aligned rows: the weight's, and the split's (a split made here has row stride K; a
+    # caller's split that TMA cannot read goes to the Triton kernel)
+    if (ws is not None and numerics.block_k == 64 and _tma_rows(wt) and k % 8 == 0
+            and (x_split is None or (_tma_rows(x_split.hi) and _tma_rows(x_split.lo)))):
+        _matmul_ws(x_split if x_split is not None else split_tiles(x, numerics.block_k), wt, wscale, bias, out,
+                   k_shards, ws)
+        return out
     if tiles.split_x:  # the kernel splits x's tiles itself: no split launch, no hi / lo / ts buffers
         hi, lo, ts = x, x, x
     else:

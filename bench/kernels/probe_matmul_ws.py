@@ -38,7 +38,7 @@ def main(argv=None):
     ap.add_argument("--parts", action="store_true", help="also 128 x 256 tiles in two N parts (one shard only)")
     ap.add_argument("--one", action="store_true", help="also one consumer warpgroup (64-row tiles)")
     a = ap.parse_args(argv)
-    shipped = configs._WS
+    shipped = configs.WS_LAUNCH
     variants = [shipped] + [dataclasses.replace(shipped, stages=int(s), group_m=int(g)) for s, g in itertools.product(
         a.stages.split(",") if a.stages else [shipped.stages], a.group.split(",") if a.group else [shipped.group_m])]
     variants = list(dict.fromkeys(variants))

@@ -94,8 +94,13 @@ def _tiles_in_parts(hi_s, lo_s, w_s, ready, empty, ts_row, mask_m, p, t0, t1, HA
 
 
 @gluon.jit
-def _store_part(acc, rows, mask_m, cols, N, wscale_ptr, bias_ptr, out_ptr, stride_om, HAS_BIAS: gl.constexpr):
-    acc = acc * gl.expand_dims(gl.load(wscale_ptr + cols, mask=cols < N, other=1.0), 0)
+def _wscale(wscale_ptr, cols, N):
+    return gl.expand_dims(gl.load(wscale_ptr + cols, mask=cols < N, other=1.0), 0)
+
+
+@gluon.jit
+def _store(acc, rows, mask_m, cols, N, bias_ptr, out_ptr, stride_om, HAS_BIAS: gl.constexpr):
+    """acc (+ bias) into the output's rows x cols."""
     if HAS_BIAS:
         acc = acc + gl.expand_dims(gl.load(bias_ptr + cols, mask=cols < N, other=0.0).to(gl.float32), 0)
     mask = gl.expand_dims(mask_m, 1) & gl.expand_dims(cols < N, 0)
@@ -130,8 +135,9 @@ def _consumer_parts(hi_s, lo_s, w_s, ready, empty, ts_ptr, wscale_ptr, bias_ptr,
     p = gl.zeros([HALF_M, PART], gl.float32, layout)
     a0, a1 = _tiles_in_parts(hi_s, lo_s, w_s, ready, empty, ts_ptr + rows.to(gl.int64) * stride_tm, mask_m, p,
                              0, KT, HALF, STAGES)
-    _store_part(a0, rows, mask_m, cols, N, wscale_ptr, bias_ptr, out_ptr, stride_om, HAS_BIAS)
-    _store_part(a1, rows, mask_m, cols + PART, N, wscale_ptr, bias_ptr, out_ptr, stride_om, HAS_BIAS)
+    _store(a0 * _wscale(wscale_ptr, cols, N), rows, mask_m, cols, N, bias_ptr, out_ptr, stride_om, HAS_BIAS)
+    _store(a1 * _wscale(wscale_ptr, cols + PART, N), rows, mask_m, cols + PART, N, bias_ptr, out_ptr, stride_om,
+           HAS_BIAS)
 
 
 @gluon.jit
@@ -146,7 +152,7 @@ def _consumer_whole(hi_s, lo_s, w_s, ready, empty, ts_ptr, wscale_ptr, bias_ptr,
     cols = off_n + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, layout))
     mask_m = rows < M
     ts_row = ts_ptr + rows.to(gl.int64) * stride_tm
-    wscale = gl.expand_dims(gl.load(wscale_ptr + cols, mask=cols < N, other=1.0), 0)
+    wscale = _wscale(wscale_ptr, cols, N)
     p = gl.zeros([HALF_M, BLOCK_N], gl.float32, layout)
     kt_shard = KT // SHARDS
     acc, p = _tiles(hi_s, lo_s, w_s, ready, empty, ts_row, mask_m, p, 0, kt_shard, HALF, STAGES)
@@ -154,10 +160,7 @@ def _consumer_whole(hi_s, lo_s, w_s, ready, empty, ts_ptr, wscale_ptr, bias_ptr,
     if SHARDS == 2:
         b, p = _tiles(hi_s, lo_s, w_s, ready, empty, ts_row, mask_m, p, kt_shard, KT, HALF, STAGES)
         acc = acc + b * wscale  # tree_sum of two shards
-    if HAS_BIAS:
-        acc = acc + gl.expand_dims(gl.load(bias_ptr + cols, mask=cols < N, other=0.0).to(gl.float32), 0)
-    mask = gl.expand_dims(mask_m, 1) & gl.expand_dims(cols < N, 0)
-    gl.store(out_ptr + gl.expand_dims(rows.to(gl.int64), 1) * stride_om + gl.expand_dims(cols, 0), acc, mask=mask)
+    _store(acc, rows, mask_m, cols, N, bias_ptr, out_ptr, stride_om, HAS_BIAS)
 
 
 @gluon.jit

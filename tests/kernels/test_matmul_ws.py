@@ -162,9 +162,9 @@ def test_ws_launch_replays_in_a_cuda_graph():
 # Launch options a probe compares (bench/kernels/probe_matmul_ws.py), not shipped: 128 x 256 tiles in two N
 # parts per consumer, and one consumer warpgroup (64-row tiles) with a deeper ring for small M.
 CANDIDATES = [
-    dataclasses.replace(configs._WS, block_n=256, n_parts=2, stages=3),
-    dataclasses.replace(configs._WS, block_n=64, stages=6, consumers=1),
-    dataclasses.replace(configs._WS, block_n=128, stages=4, consumers=1),
+    dataclasses.replace(configs.WS_LAUNCH, block_n=256, n_parts=2, stages=3),
+    dataclasses.replace(configs.WS_LAUNCH, block_n=64, stages=6, consumers=1),
+    dataclasses.replace(configs.WS_LAUNCH, block_n=128, stages=4, consumers=1),
 ]
 
 
@@ -184,7 +184,7 @@ def test_ws_launch_candidates_give_the_triton_kernels_bits(m, n, k, ws):
 
 
 def test_ws_in_n_parts_refuses_two_shards():
-    ws = dataclasses.replace(configs._WS, block_n=256, n_parts=2)
+    ws = dataclasses.replace(configs.WS_LAUNCH, block_n=256, n_parts=2)
     with pytest.raises(ValueError, match="k_shards=2"):
         _matmul_ws(split_tiles(torch.randn(4, 128), 64), torch.zeros(8, 128, dtype=torch.float16), torch.ones(8),
                    None, torch.empty(4, 8), 2, ws)
