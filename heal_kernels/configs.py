@@ -228,28 +228,60 @@ def matmul_tiles(arch: str, m: int, n: int, *, k_shards: int = 1, shard_grid: bo
     return tiles
 
 
-# The warp-specialized Gluon launch (heal_kernels/_kernels/matmul_ws.py) for M >= WS_MIN_M on sm_90 with
-# one or two K shards: the Triton kernel's bits (tests/kernels/test_matmul_ws.py), faster where measured.
-# H100, x already split, CUDA-graph replay, `python -m bench.kernels.probe_matmul_ws --m 4096,1024,512`
-# (docs/results/2026-11-27-h100-probe-matmul-ws-tenth.txt), us, Triton kernel -> this launch (FP16 cuBLAS):
-#   M = 4096: qkv 708.1 -> 618.9 (263.6), o_proj (2 shards) 590.2 -> 433.2 (191.9),
-#             gate_up 3418.2 -> 2961.3 (1440.2), down_proj (2 shards) 1756.5 -> 1627.9 (727.8)
-#   M = 1024: qkv 247.7 -> 162.4, o_proj 153.0 -> 101.4, gate_up 859.2 -> 763.3, down_proj 473.6 -> 357.4
-#   M = 512:  qkv 129.3 -> 93.8, o_proj 71.1 -> 50.8, gate_up 468.9 -> 392.5, down_proj 235.4 -> 174.8
-# (An earlier probe of the same kernel: ring depth 3 / 4, GROUP_M 8 / 16 and 232 / 240 registers within
-# each other's run-to-run spread; ...-probe-matmul-ws-branch-tenth.txt.)  The threshold is where the
-# bitwise tests and the reproducibility matrix ran; M = 512 gained too and is a candidate.  Only with the
-# Triton it was verified on (3.6): Gluon is experimental and its API moves between releases.
-WS_MIN_M = 1024
-WS_LAUNCH = MatmulWs(block_n=128, stages=4, group_m=8, consumer_regs=232)
+# The warp-specialized Gluon launch (heal_kernels/_kernels/matmul_ws.py) on sm_90 with one or two K
+# shards: the Triton kernel's bits for every launch below (tests/kernels/test_matmul_ws.py), faster where
+# measured.  `python -m bench.kernels.probe_matmul_ws --parts --one`, x already split, CUDA-graph replay,
+# the Llama-3-8B linears (qkv 6144 x 4096, o_proj 4096 x 4096 in 2 shards, gate_up 28672 x 4096, down_proj
+# 4096 x 14336 in 2 shards), time as a fraction of the Triton kernel's (its served tiles and shard grid):
+#   H100, 2026-11-27 (...-h100-probe-matmul-ws-tenth.txt), WS_LAUNCH: M = 4096: 0.73-0.93;
+#     M = 1024: 0.66-0.89; M = 512: 0.72-0.84.
+#   H200, 2026-11-27 (...-h200-probe-matmul-ws-eleventh.txt), best launch per layer (WS_LAUNCH's in brackets):
+#     M = 4096: qkv 0.83, o_proj 0.83, gate_up 0.82 wide (0.86), down 0.85
+#     M = 1024: qkv 0.63, o_proj 0.74, gate_up 0.83 wide (0.94), down 0.80
+#     M = 512:  qkv 0.79, o_proj 0.72, gate_up 0.82 wide (0.86), down 0.86
+#     M = 256:  qkv 0.70, o_proj 0.85 one-128 (1.11), gate_up 0.83 wide (0.91), down 0.89 one-128 (1.15)
+#     M = 128:  qkv 0.71 one-128 (0.92), o_proj 0.82 one-64 (1.52), gate_up 0.84 wide (0.89), down 0.88 one-64
+#     M = 64:   qkv 0.75 one-64 (1.28); o_proj 1.06, gate_up 0.99, down 1.18 at best: the Triton kernel
+#     M = 16:   every launch 1.18-2.9: the Triton kernel
+# Two shards at small M lose to the Triton kernel's shard grid (twice the programs), hence one consumer
+# (64-row tiles, more programs) there.  Only with the Triton it was verified on (3.6): Gluon is
+# experimental and its API moves between releases.
+WS_LAUNCH = MatmulWs(block_n=128, stages=4, group_m=8, consumer_regs=232)  # 128 x 128 tiles, two consumers
+WS_WIDE = dataclasses.replace(WS_LAUNCH, block_n=256, n_parts=2, stages=3)  # 128 x 256 in two N parts, one shard
+WS_ONE_64 = dataclasses.replace(WS_LAUNCH, block_n=64, stages=6, consumers=1)  # 64 x 64, a deeper ring
+WS_ONE_128 = dataclasses.replace(WS_LAUNCH, block_n=128, stages=4, consumers=1)  # 64 x 128
+WS_WIDE_N = 16384  # N from which a layer counts as wide (gate_up, lm_head)
+# (min_m, k_shards or 0 for either, wide or None for either, launch): the first entry with M >= min_m that
+# matches wins; none: the Triton kernel.  Every launch here is in the GPU bitwise tests (ws_launches()).
+_WS_TABLE: tuple[tuple[int, int, bool | None, MatmulWs], ...] = (
+    (512, 1, True, WS_WIDE),
+    (512, 0, None, WS_LAUNCH),
+    (129, 1, True, WS_WIDE),
+    (129, 1, False, WS_LAUNCH),
+    (129, 2, None, WS_ONE_128),
+    (65, 1, True, WS_WIDE),
+    (65, 1, False, WS_ONE_128),
+    (65, 2, None, WS_ONE_64),
+    (17, 1, False, WS_ONE_64),
+)
+WS_MIN_M = min(e[0] for e in _WS_TABLE)
+# M at which heal_matmul's choice changes (for the tests of rows across them)
+WS_BOUNDARIES = tuple(sorted({e[0] for e in _WS_TABLE}))
 WS_TRITON = "3.6."
 
 
-def matmul_ws(arch: str, m: int, k_shards: int) -> MatmulWs | None:
+def ws_launches() -> tuple[MatmulWs, ...]:
+    """Every Gluon launch heal_matmul may pick."""
+    return tuple(dict.fromkeys(e[3] for e in _WS_TABLE))
+
+
+def matmul_ws(arch: str, m: int, n: int, k_shards: int) -> MatmulWs | None:
     """The warp-specialized launch for this matmul, or None for the Triton kernel."""
-    if arch != "sm90" or m < WS_MIN_M or k_shards > 2 or not triton.__version__.startswith(WS_TRITON):
+    if arch != "sm90" or k_shards > 2 or not triton.__version__.startswith(WS_TRITON):
         return None
-    return WS_LAUNCH
+    wide = n >= WS_WIDE_N
+    return next((launch for min_m, shards, w, launch in _WS_TABLE
+                 if m >= min_m and shards in (0, k_shards) and w in (None, wide)), None)
 
 
 # Two K shards are summed inside each program (two accumulators, no partials) for M in this

@@ -180,9 +180,9 @@ def heal_matmul(
     this matmul's K tile; the kernel reads it instead of splitting x (same bits, no split
     launch).  It must be x's split: it is not checked against x's values.
 
-    On Hopper with triton 3.6, M >= configs.WS_MIN_M and one or two shards run a warp-specialized
-    Gluon kernel (_kernels/matmul_ws.py) with the same bits; ``tiles`` or HEAL_MATMUL_WS=0 keep the
-    Triton kernel.
+    On Hopper with triton 3.6, one or two shards and the M, N, shards of configs.matmul_ws (M > 16) run
+    a warp-specialized Gluon kernel (_kernels/matmul_ws.py) with the same bits; ``tiles`` or
+    HEAL_MATMUL_WS=0 keep the Triton kernel.
     """
     check_tensor("x", x, dtypes=(torch.float32,), ndim=2)
     dev = x.device
@@ -230,7 +230,7 @@ def heal_matmul(
         return out
     if k == 0:
         return out.zero_() if bias is None else out.copy_(bias.float().expand(m, n))
-    ws = configs.matmul_ws(arch, m, k_shards) if not tiles_given and _ws_enabled() else None
+    ws = configs.matmul_ws(arch, m, n, k_shards) if not tiles_given and _ws_enabled() else None
     # TMA reads 16-byte aligned rows: the weight's, and the split's (a split made here has row stride K; a
     # caller's split that TMA cannot read goes to the Triton kernel)
     if (ws is not None and numerics.block_k == 64 and _tma_rows(wt) and k % 8 == 0

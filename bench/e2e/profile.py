@@ -24,7 +24,9 @@ import sys
 from bench.e2e import engines, models
 
 # b16x4k first: with profile_by_stage a single prefill step never completes its stage, so b1 goes last.
-WORKLOADS = {"b16x4k": (16, 4096), "b1": (1, 128)}
+# b64x128 is the throughput workload's decode (batch 64, short context); its prefill is one or two
+# steps, so its prefill table's "per step" figures are the whole prefill divided by STEPS.
+WORKLOADS = {"b16x4k": (16, 4096), "b64x128": (64, 128), "b1": (1, 128)}
 STEPS = 4
 
 
@@ -33,14 +35,16 @@ def _gen(eng, ids, new):
                                                          "ignore_eos": True})
 
 
-def worker(model_path: str, mode: str, out: str, variant: str, context_length: int) -> None:
+def worker(model_path: str, mode: str, out: str, variant: str, context_length: int,
+           workloads: list[str]) -> None:
     import random
 
     rng = random.Random(0)
     extra = {"context_length": context_length} if context_length else {}
     eng = engines.start(model_path, mode, variant=variant, mem_fraction_static=0.8, **extra)
     try:
-        for name, (bs, n) in WORKLOADS.items():
+        for name in workloads:
+            bs, n = WORKLOADS[name]
             ids = [[rng.randrange(10, 30000) for _ in range(n)] for _ in range(bs)]
             _gen(eng, ids, 4)  # warm-up: kernels compiled at these shapes
             eng.flush_cache()
@@ -69,9 +73,9 @@ def _stage(path: str) -> str:
     return "decode" if "DECODE" in name else "prefill" if ("EXTEND" in name or "PREFILL" in name) else "all"
 
 
-def breakdown(out: str, modes: list[str], top: int = 22) -> str:
+def breakdown(out: str, modes: list[str], workloads: list[str], top: int = 22) -> str:
     lines = []
-    for wl in WORKLOADS:
+    for wl in workloads:
         per = {}
         for m in modes:
             for p in glob.glob(os.path.join(out, m, wl, "*.json*")):
@@ -100,19 +104,25 @@ def main() -> int:
     ap.add_argument("--context-length", type=int, default=0, help="0: the checkpoint's own")
     ap.add_argument("--root", default="/tmp/heal-models")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--workloads", default="b16x4k,b1", help=f"comma-separated, in order, of {list(WORKLOADS)}")
     ap.add_argument("--worker", nargs=2, metavar=("MODEL_PATH", "MODE"))
     a = ap.parse_args()
+    workloads = a.workloads.split(",")
+    bad = [w for w in workloads if w not in WORKLOADS]
+    if bad:
+        ap.error(f"--workloads: unknown {bad}; choose from {list(WORKLOADS)}")
     if a.worker:
-        worker(a.worker[0], a.worker[1], os.path.join(a.out, a.worker[1]), a.variant, a.context_length)
+        worker(a.worker[0], a.worker[1], os.path.join(a.out, a.worker[1]), a.variant, a.context_length, workloads)
         return 0
     path = a.model_path or models.make(a.model, f"{a.root}/{a.model}")
     modes = a.modes.split(",")
     rc = 0
     for m in modes:
         r = subprocess.run([sys.executable, "-m", "bench.e2e.profile", "--out", a.out, "--variant", a.variant,
-                            "--context-length", str(a.context_length), "--worker", path, m])
+                            "--context-length", str(a.context_length), "--workloads", a.workloads,
+                            "--worker", path, m])
         rc |= r.returncode
-    table = breakdown(a.out, modes)
+    table = breakdown(a.out, modes, workloads)
     with open(os.path.join(a.out, "breakdown.md"), "w") as f:
         f.write(table + "\n")
     print(table)

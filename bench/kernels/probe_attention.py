@@ -1,6 +1,7 @@
 """GPU probe of HEAL attention: time by launch options (warps, stages, rows) and KV block size; accuracy.
 
-    python -m bench.kernels.probe_attention [--accuracy | --blocks | --extend-rows | --decode-shapes | --decode-launch
+    python -m bench.kernels.probe_attention [--accuracy | --blocks | --extend-rows | --decode-shapes
+                                            | --decode-launch[=BxCTX,...]
                                             | --merge | --halves | --shipped]
 """
 
@@ -192,15 +193,18 @@ def merge_launch():
                nbytes=nbytes)
 
 
-def decode_launch():
+def decode_launch(shapes=((1, 128), (1, 1024), (1, 8192), (4, 2048), (8, 1024), (16, 4096), (64, 1024)),
+                  extend=True):
     """Decode by batch x context at a 131072-token bound (CUDA graphs): warps x V-column programs x K/V
     prefetch (launch choices: the bits must not move), and extend 4k by warps x prefetch."""
-    for bs, ctx in ((1, 128), (1, 1024), (1, 8192), (4, 2048), (8, 1024), (16, 4096), (64, 1024)):
+    for bs, ctx in shapes:
         dec, nbytes = decode_case(bs, ctx)
         _sweep(f"decode B{bs} ctx{ctx} warps/d_parts/prefetch", dec,
                itertools.product((1, 2, 4), (1, 2, 4), (False, True)),
                lambda st: {"max_seq_len": 131072, **_launch("decode", st[0], 1, d_parts=st[1], prefetch=st[2])},
                nbytes=nbytes)
+    if not extend:
+        return
     _sweep("extend 4k warps/rows/prefetch", extend_case(), itertools.product((4, 8), (64, 128), (False, True)),
            lambda st: _launch("extend", st[0], 1, rows=st[1], prefetch=st[2]), reps=2)
 
@@ -224,6 +228,9 @@ def shipped():
 def main():
     if "--shipped" in sys.argv:
         shipped()
+    elif any(a.startswith("--decode-launch=") for a in sys.argv):  # e.g. --decode-launch=64x128,256x512
+        arg = next(a for a in sys.argv if a.startswith("--decode-launch="))
+        decode_launch([tuple(int(v) for v in s.split("x")) for s in arg.split("=", 1)[1].split(",")], extend=False)
     elif "--decode-launch" in sys.argv:
         decode_launch()
     elif "--extend-rows" in sys.argv:

@@ -1,7 +1,8 @@
-"""GPU probe of heal_matmul's warp-specialized Gluon launch (Hopper, M >= configs.WS_MIN_M): at the
+"""GPU probe of heal_matmul's warp-specialized Gluon launches (Hopper, configs.matmul_ws): at the
 Llama-3-8B linear shapes as served (x already split by its producer, o_proj and down_proj in
-HEAL_ROW_SHARDS=2 shards), the time of the Triton kernel (its large-M tiles), of the Gluon launch and of
-FP16 cuBLAS, CUDA-graph replay, median; and whether the two give the same bits.
+HEAL_ROW_SHARDS=2 shards), the time of the Triton kernel (its tiles at that M), of the Gluon launch
+heal_matmul picks ("shipped"; WS_LAUNCH where it picks the Triton kernel) and of FP16 cuBLAS,
+CUDA-graph replay, median; and whether they give the same bits.
 
     python -m bench.kernels.probe_matmul_ws [--m 4096,1024,512] [--stages 3,4] [--group 8,16] [--parts]
 
@@ -38,16 +39,17 @@ def main(argv=None):
     ap.add_argument("--parts", action="store_true", help="also 128 x 256 tiles in two N parts (one shard only)")
     ap.add_argument("--one", action="store_true", help="also one consumer warpgroup (64-row tiles)")
     a = ap.parse_args(argv)
-    shipped = configs.WS_LAUNCH
-    variants = [shipped] + [dataclasses.replace(shipped, stages=int(s), group_m=int(g)) for s, g in itertools.product(
-        a.stages.split(",") if a.stages else [shipped.stages], a.group.split(",") if a.group else [shipped.group_m])]
-    variants = list(dict.fromkeys(variants))
     torch.manual_seed(0)
     for m in (int(v) for v in a.m.split(",")):
         for name, n, k in LLAMA3_8B_LINEARS:
             if name == "lm_head":  # served at each sequence's last token only, never at prefill M
                 continue
             shards = 2 if name in ("o_proj", "down_proj") else 1  # HEAL_ROW_SHARDS's default
+            picked = configs.matmul_ws("sm90", m, n, shards)
+            shipped = picked or configs.WS_LAUNCH
+            variants = [shipped] + [dataclasses.replace(shipped, stages=int(s), group_m=int(g)) for s, g in
+                                    itertools.product(a.stages.split(",") if a.stages else [shipped.stages],
+                                                      a.group.split(",") if a.group else [shipped.group_m])]
             w = (torch.randn(n, k, device="cuda") * 0.02).bfloat16()
             hw = prepare_weight(w)
             x = torch.randn(m, k, device="cuda")
@@ -60,17 +62,21 @@ def main(argv=None):
             cublas = us(lambda: x16 @ w16.T)  # noqa: B023
             print(f"{name:12} M={m} N={n} K={k} shards {shards}: cublas fp16 {cublas:.1f} us, triton kernel "
                   f"{base:.1f} ({base / cublas:.2f}x)", flush=True)
-            extra = [dataclasses.replace(shipped, block_n=256, n_parts=2, stages=st) for st in (2, 3)]
-            one = [dataclasses.replace(shipped, block_n=bn, stages=st, consumers=1) for bn, st in
+            base_ws = configs.WS_LAUNCH
+            extra = [dataclasses.replace(base_ws, block_n=256, n_parts=2, stages=st) for st in (2, 3)]
+            one = [dataclasses.replace(base_ws, block_n=bn, stages=st, consumers=1) for bn, st in
                    ((64, 6), (64, 8), (128, 4), (128, 6))]
-            for ws in variants + (extra if a.parts and shards == 1 else []) + (one if a.one else []):
+            cands = variants + (extra if a.parts and shards == 1 else []) + (one if a.one else [])
+            for ws in dict.fromkeys(cands):
                 out = torch.full_like(want, float("nan"))
                 run = lambda: _matmul_ws(split, hw.weight, hw.scale, None, out, shards, ws)  # noqa: B023, E731
                 run()
                 same = torch.equal(out, want)
                 t = us(run)
-                tag = "shipped" if ws == shipped else (f"stages {ws.stages} group {ws.group_m} block_n {ws.block_n} "
-                                                       f"parts {ws.n_parts} consumers {ws.consumers}")
+                tag = (f"stages {ws.stages} group {ws.group_m} block_n {ws.block_n} parts {ws.n_parts} "
+                       f"consumers {ws.consumers}")
+                if ws == shipped:
+                    tag = f"{'shipped' if picked else 'not picked'} ({tag})"
                 print(f"    gluon {tag}: {t:.1f} us ({t / cublas:.2f}x cuBLAS, {t / base:.3f} of the triton "
                       f"kernel) same bits {same}", flush=True)
 

@@ -81,8 +81,8 @@ def inspect_ws(ws: configs.MatmulWs, *, shards: int = 1) -> WsSass:
 def main(argv=None) -> None:
     """One line per shard count; --json: one JSON object per line (for tests)."""
     as_json = "--json" in (sys.argv[1:] if argv is None else argv)
-    ws = configs.matmul_ws("sm90", configs.WS_MIN_M, 1)
-    if ws is None:
+    ws = configs.WS_LAUNCH
+    if not triton.__version__.startswith(configs.WS_TRITON):
         raise SystemExit(f"triton {triton.__version__}: the Gluon launch is only used with triton {configs.WS_TRITON}x")
     for shards in (1, 2):
         r = inspect_ws(ws, shards=shards)

@@ -1,7 +1,8 @@
-"""heal_matmul's warp-specialized Gluon launch (Hopper, M >= configs.WS_MIN_M): when it is chosen (CPU),
+"""heal_matmul's warp-specialized Gluon launches (Hopper, configs.matmul_ws): when each is chosen (CPU),
 that it compiles for sm_90 as designed (CPU, offline), and that it gives the Triton kernel's bits (GPU)."""
 
 import dataclasses
+import functools
 import json
 import os
 import subprocess
@@ -18,17 +19,22 @@ from heal_kernels.matmul import WS_ENV, _matmul_ws, heal_matmul, prepare_weight,
 ON_36 = triton.__version__.startswith(configs.WS_TRITON)
 
 
-def test_ws_is_chosen_on_hopper_at_large_m_only(monkeypatch):
+def test_ws_is_chosen_on_hopper_by_m_n_and_shards(monkeypatch):
     monkeypatch.setattr(triton, "__version__", configs.WS_TRITON + "0")
-    big = configs.WS_MIN_M
-    assert configs.matmul_ws("sm90", big, 1) is not None
-    assert configs.matmul_ws("sm90", big, 2) is not None
-    assert configs.matmul_ws("sm90", big - 1, 1) is None
-    assert configs.matmul_ws("sm90", big, 4) is None  # more shards: the Triton kernel's grid and tree
+    pick = functools.partial(configs.matmul_ws, "sm90")
+    wide, narrow = configs.WS_WIDE_N, configs.WS_WIDE_N - 1
+    assert pick(4096, narrow, 1) == pick(4096, narrow, 2) == pick(512, 4096, 2) == configs.WS_LAUNCH
+    assert pick(4096, wide, 1) == pick(65, wide, 1) == configs.WS_WIDE
+    assert pick(4096, wide, 2) == configs.WS_LAUNCH  # two N parts hold one shard's accumulator only
+    assert pick(256, 4096, 2) == pick(100, 4096, 1) == configs.WS_ONE_128
+    assert pick(128, 4096, 2) == pick(64, 6144, 1) == pick(17, 6144, 1) == configs.WS_ONE_64
+    for m, n, shards in ((16, 6144, 1), (1, 4096, 1), (64, 4096, 2), (64, wide, 1), (4096, 4096, 4)):
+        assert pick(m, n, shards) is None, (m, n, shards)  # the Triton kernel (its shard grid, its tree)
+    assert configs.WS_MIN_M == 17 and configs.WS_BOUNDARIES == (17, 65, 129, 512)
     for arch in ("interpret", "sm80", "sm89", "sm100", "sm120"):
-        assert configs.matmul_ws(arch, big, 1) is None, arch
+        assert configs.matmul_ws(arch, 4096, 4096, 1) is None, arch
     monkeypatch.setattr(triton, "__version__", "3.8.0")
-    assert configs.matmul_ws("sm90", big, 1) is None  # Gluon's API moves: only the verified Triton
+    assert pick(4096, 4096, 1) is None  # Gluon's API moves: only the verified Triton
 
 
 def test_ws_switch_is_checked(monkeypatch, device):
@@ -79,7 +85,7 @@ def _triton(x, hw, bias, shards):
 def _gpu_ws():
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
-    if configs.matmul_ws(f"sm{''.join(map(str, torch.cuda.get_device_capability()))}", configs.WS_MIN_M, 1) is None:
+    if configs.matmul_ws(f"sm{''.join(map(str, torch.cuda.get_device_capability()))}", 4096, 4096, 1) is None:
         pytest.skip("the Gluon launch is not used on this GPU / triton")
 
 
@@ -102,16 +108,20 @@ def test_ws_gives_the_triton_kernels_bits(m, n, k, shards):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("shards", [1, 2])
-def test_rows_do_not_change_across_the_ws_threshold(shards):
-    """M = WS_MIN_M - 1 runs the Triton kernel, WS_MIN_M and above the Gluon one: every row the same bits."""
+@pytest.mark.parametrize("n,shards", [(4096, 1), (4096, 2), (configs.WS_WIDE_N, 1)], ids=["narrow", "2-shards", "wide"])
+def test_rows_do_not_change_across_the_ws_launches(n, shards):
+    """Each M boundary of configs.matmul_ws changes the launch (the Triton kernel, one or two consumers, N
+    parts): every row the same bits as in one large launch."""
     _gpu_ws()
-    big = configs.WS_MIN_M
-    hw, x, bias = _case(2 * big + 77, 4096, 4096, seed=shards)
+    hw, x, bias = _case(1100, n, 4096, seed=shards)
     full = heal_matmul(x, hw, bias, k_shards=shards)
-    for m in (1, 64, big - 1, big, big + 1):
+    ms = sorted({1, 16, *(b + d for b in configs.WS_BOUNDARIES for d in (-1, 0, 1)), 1024})
+    seen = set()
+    for m in ms:
+        seen.add(configs.matmul_ws("sm90", m, n, shards))
         assert torch.equal(heal_matmul(x[:m], hw, bias, k_shards=shards), full[:m]), m
-    assert torch.equal(heal_matmul(x[-big:], hw, bias, k_shards=shards), full[-big:])
+    assert torch.equal(heal_matmul(x[-600:], hw, bias, k_shards=shards), full[-600:])
+    assert None in seen and len(seen) >= 2, seen
 
 
 @pytest.mark.gpu
@@ -137,14 +147,15 @@ def test_ws_propagates_nonfinite_activations():
 
 @pytest.mark.gpu
 def test_ws_launch_replays_in_a_cuda_graph():
-    """A decode batch above WS_MIN_M under --cuda-graph-max-bs >= 1024 captures the Gluon launch: its TMA
-    descriptors are kernel arguments, so a replay must read the buffers' new contents."""
+    """A decode batch above configs.WS_MIN_M captures a Gluon launch: its TMA descriptors are kernel
+    arguments, so a replay must read the buffers' new contents."""
     _gpu_ws()
-    m = configs.WS_MIN_M + 512
-    hw, x, bias = _case(m, 4096, 4096, seed=9)
-    _, x2, _ = _case(m, 4096, 4096, seed=10)
+    m = 64
+    assert configs.matmul_ws("sm90", m, 6144, 1) is not None
+    hw, x, bias = _case(m, 6144, 4096, seed=9)
+    _, x2, _ = _case(m, 6144, 4096, seed=10)
     split = split_tiles(x, 64)
-    out = torch.empty(m, 4096, device="cuda")
+    out = torch.empty(m, 6144, device="cuda")
     heal_matmul(x, hw, bias, x_split=split, out=out)  # compile outside the capture
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):
@@ -159,20 +170,15 @@ def test_ws_launch_replays_in_a_cuda_graph():
         assert torch.equal(out, _triton(xs, hw, bias, 1))
 
 
-# Launch options a probe compares (bench/kernels/probe_matmul_ws.py), not shipped: 128 x 256 tiles in two N
-# parts per consumer, and one consumer warpgroup (64-row tiles) with a deeper ring for small M.
-CANDIDATES = [
-    dataclasses.replace(configs.WS_LAUNCH, block_n=256, n_parts=2, stages=3),
-    dataclasses.replace(configs.WS_LAUNCH, block_n=64, stages=6, consumers=1),
-    dataclasses.replace(configs.WS_LAUNCH, block_n=128, stages=4, consumers=1),
-]
+# Every launch heal_matmul may pick, and one a probe compares that it does not (a wider ring).
+LAUNCHES = [*configs.ws_launches(), dataclasses.replace(configs.WS_ONE_128, stages=6)]
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("m,n,k", [(4096, 6144, 4096), (1100, 1000, 200), (1031, 130, 4160), (1, 4096, 4096),
                                    (64, 1000, 14336), (300, 6144, 4096)], ids=lambda v: str(v))
-@pytest.mark.parametrize("ws", CANDIDATES, ids=["parts", "c1-n64", "c1-n128"])
-def test_ws_launch_candidates_give_the_triton_kernels_bits(m, n, k, ws):
+@pytest.mark.parametrize("ws", LAUNCHES, ids=lambda w: f"n{w.block_n}-s{w.stages}-p{w.n_parts}-c{w.consumers}")
+def test_every_ws_launch_gives_the_triton_kernels_bits(m, n, k, ws):
     _gpu_ws()
     hw, x, bias = _case(m, n, k, seed=11)
     for shards in (1, 2) if ws.n_parts == 1 and k % 128 == 0 else (1,):
@@ -183,8 +189,8 @@ def test_ws_launch_candidates_give_the_triton_kernels_bits(m, n, k, ws):
             assert torch.equal(got, want), (shards, b is None)
 
 
-def test_ws_in_n_parts_refuses_two_shards():
-    ws = dataclasses.replace(configs.WS_LAUNCH, block_n=256, n_parts=2)
+def test_ws_in_n_parts_refuses_two_shards(device):
     with pytest.raises(ValueError, match="k_shards=2"):
-        _matmul_ws(split_tiles(torch.randn(4, 128), 64), torch.zeros(8, 128, dtype=torch.float16), torch.ones(8),
-                   None, torch.empty(4, 8), 2, ws)
+        _matmul_ws(split_tiles(torch.randn(4, 128, device=device), 64),
+                   torch.zeros(8, 128, dtype=torch.float16, device=device), torch.ones(8, device=device), None,
+                   torch.empty(4, 8, device=device), 2, configs.WS_WIDE)
