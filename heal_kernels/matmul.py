@@ -36,7 +36,7 @@ WEIGHT_DTYPES = (torch.bfloat16, torch.float16)
 # A converted weight's channel max lands in [2**14, 2**15), like the activations.
 _W_TOP = 14
 _SPLIT_TILES = 16  # K tiles per program of the split kernel
-# HEAL_MATMUL_WS=0 keeps the Triton kernel at large M on Hopper (same bits; for A/B timing).
+# HEAL_MATMUL_WS=0 keeps the Triton kernel at every M on Hopper (same bits; for A/B timing).
 WS_ENV = "HEAL_MATMUL_WS"
 # K shard counts heal_matmul sums (_shard_sum_kernel's tree goes up to 8); HEAL_ROW_SHARDS is one of them
 K_SHARDS = (1, 2, 4, 8)

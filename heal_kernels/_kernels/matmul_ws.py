@@ -1,4 +1,4 @@
-"""Gluon code of heal_matmul's large-M launch on Hopper (sm_90): warp-specialized, same bits.
+"""Gluon code of heal_matmul's launch above M = 16 on Hopper (sm_90): warp-specialized, same bits.
 
 The numerics are _heal_matmul_kernel's: per 64-wide K tile t a fresh MMA chain of the lo
 products then the hi products (the same wgmma k-steps in the same order), its result scaled by
