@@ -238,8 +238,8 @@ def matmul_tiles(arch: str, m: int, n: int, *, k_shards: int = 1, shard_grid: bo
 #   H200, 2026-11-27 (...-h200-probe-matmul-ws-eleventh.txt), best launch per layer (WS_LAUNCH's in brackets):
 #     M = 4096: qkv 0.83, o_proj 0.83, gate_up 0.82 wide (0.86), down 0.85
 #     M = 1024: qkv 0.63, o_proj 0.74, gate_up 0.83 wide (0.94), down 0.80
-#     M = 512:  qkv 0.79, o_proj 0.72, gate_up 0.82 wide (0.86), down 0.86
-#     M = 256:  qkv 0.70, o_proj 0.85 one-128 (1.11), gate_up 0.83 wide (0.91), down 0.89 one-128 (1.15)
+#     M = 512:  qkv 0.79 (wide 0.72, but it loses at 256 and 1024), o_proj 0.72, gate_up 0.82 wide (0.86), down 0.86
+#     M = 256:  qkv 0.70, o_proj 0.85 one-128 (1.11), gate_up 0.83 wide (0.91), down 0.90 one-128 (1.15)
 #     M = 128:  qkv 0.71 one-128 (0.92), o_proj 0.82 one-64 (1.52), gate_up 0.84 wide (0.89), down 0.88 one-64
 #     M = 64:   qkv 0.75 one-64 (1.28); o_proj 1.06, gate_up 0.99, down 1.18 at best: the Triton kernel
 #     M = 16:   every launch 1.18-2.9: the Triton kernel
