@@ -53,6 +53,7 @@ class MatmulWs:
     consumer_regs: int  # registers per thread of a worker consumer warpgroup (the loader warp keeps 24)
     n_parts: int = 1  # 2: each consumer runs its 64 x block_n tile as two halves of N per K tile (one shard only)
     consumers: int = 2  # consumer warpgroups, 64 rows each: the program's tile is 64 * consumers rows
+    shard_grid: bool = False  # K shards in separate programs (partials + _shard_sum_kernel), not summed in one
 
 
 @dataclass(frozen=True)

@@ -277,6 +277,7 @@ def _matmul_ws(split: SplitX, wt: torch.Tensor, wscale: torch.Tensor, bias: torc
     """heal_matmul through the warp-specialized Gluon kernel (Hopper): the same bits as the Triton kernel."""
     if ws.n_parts == 2 and k_shards != 1:
         raise ValueError(f"a MatmulWs with n_parts=2 sums one K shard only, got k_shards={k_shards}")
+    grid_shards = ws.shard_grid and k_shards > 1
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
@@ -289,10 +290,15 @@ def _matmul_ws(split: SplitX, wt: torch.Tensor, wscale: torch.Tensor, bias: torc
     hi_desc = TensorDescriptor(hi, [m, k], list(hi.stride()), [64, 64], x_layout)
     lo_desc = TensorDescriptor(lo, [m, k], list(lo.stride()), [64, 64], x_layout)
     w_desc = TensorDescriptor(wt, [n, k], list(wt.stride()), [ws.block_n, 64], w_layout)
-    _heal_matmul_ws_kernel[(triton.cdiv(m, 64 * ws.consumers) * triton.cdiv(n, ws.block_n),)](
-        hi_desc, lo_desc, w_desc, ts, wscale, bias if bias is not None else ts, out,
-        m, n, ts.shape[1], ts.stride(0), out.stride(0),
+    # The shards' sums go to partials, summed by _shard_sum_kernel, when they are spread over programs.
+    part = torch.empty((k_shards, m, n), dtype=torch.float32, device=out.device) if grid_shards else out
+    tiles = triton.cdiv(m, 64 * ws.consumers) * triton.cdiv(n, ws.block_n)
+    _heal_matmul_ws_kernel[(tiles, k_shards if grid_shards else 1)](
+        hi_desc, lo_desc, w_desc, ts, wscale, bias if bias is not None else ts, part,
+        m, n, ts.shape[1], ts.stride(0), n if grid_shards else out.stride(0),
         HAS_BIAS=bias is not None, SHARDS=k_shards, GROUP_M=ws.group_m, STAGES=ws.stages,
-        CONSUMER_REGS=ws.consumer_regs, N_PARTS=ws.n_parts, CONSUMERS=ws.consumers, num_warps=4,
+        CONSUMER_REGS=ws.consumer_regs, N_PARTS=ws.n_parts, CONSUMERS=ws.consumers, SHARD_GRID=grid_shards,
+        num_warps=4,
     )
-
+    if grid_shards:
+        shard_sum(part, bias, out)

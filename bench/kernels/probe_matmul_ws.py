@@ -7,7 +7,9 @@ CUDA-graph replay, median; and whether they give the same bits.
     python -m bench.kernels.probe_matmul_ws [--m 4096,1024,512] [--stages 3,4] [--group 8,16] [--parts]
 
 --parts: also 128 x 256 tiles run as two 128-wide halves per consumer (MatmulWs.n_parts=2; one-shard
-layers only).  --one: also one consumer warpgroup (64-row tiles) with 64- and 128-wide N tiles and a
+layers only).  --grid: also the two-shard layers (o_proj, down_proj) with each shard in its own program
+and the Triton shard-sum kernel after (MatmulWs.shard_grid; twice the programs at small M).
+--one: also one consumer warpgroup (64-row tiles) with 64- and 128-wide N tiles and a
 deeper ring, for small M (e.g. --m 16,64,128,256).
 """
 
@@ -38,6 +40,8 @@ def main(argv=None):
     ap.add_argument("--group", default="", help="also these GROUP_M (comma-separated)")
     ap.add_argument("--parts", action="store_true", help="also 128 x 256 tiles in two N parts (one shard only)")
     ap.add_argument("--one", action="store_true", help="also one consumer warpgroup (64-row tiles)")
+    ap.add_argument("--grid", action="store_true",
+                    help="also the two-shard layers' shards in separate programs (MatmulWs.shard_grid)")
     a = ap.parse_args(argv)
     torch.manual_seed(0)
     for m in (int(v) for v in a.m.split(",")):
@@ -66,7 +70,10 @@ def main(argv=None):
             extra = [dataclasses.replace(base_ws, block_n=256, n_parts=2, stages=st) for st in (2, 3)]
             one = [dataclasses.replace(base_ws, block_n=bn, stages=st, consumers=1) for bn, st in
                    ((64, 6), (64, 8), (128, 4), (128, 6))]
-            cands = variants + (extra if a.parts and shards == 1 else []) + (one if a.one else [])
+            grid_ws = [dataclasses.replace(w, shard_grid=True)
+                       for w in (configs.WS_ONE_64, configs.WS_ONE_128, base_ws)]
+            cands = (variants + (extra if a.parts and shards == 1 else []) + (one if a.one else [])
+                     + (grid_ws if a.grid and shards > 1 else []))
             for ws in dict.fromkeys(cands):
                 out = torch.full_like(want, float("nan"))
                 run = lambda: _matmul_ws(split, hw.weight, hw.scale, None, out, shards, ws)  # noqa: B023, E731
@@ -74,7 +81,7 @@ def main(argv=None):
                 same = torch.equal(out, want)
                 t = us(run)
                 tag = (f"stages {ws.stages} group {ws.group_m} block_n {ws.block_n} parts {ws.n_parts} "
-                       f"consumers {ws.consumers}")
+                       f"consumers {ws.consumers}{' shard grid' if ws.shard_grid else ''}")
                 if ws == shipped:
                     tag = f"{'shipped' if picked else 'not picked'} ({tag})"
                 print(f"    gluon {tag}: {t:.1f} us ({t / cublas:.2f}x cuBLAS, {t / base:.3f} of the triton "

@@ -49,7 +49,7 @@ def compile_ws(ws: configs.MatmulWs, *, shards: int = 1, has_bias: bool = True):
     params = list(inspect.signature(_heal_matmul_ws_kernel.fn).parameters)
     const = dict(HAS_BIAS=has_bias, SHARDS=shards, GROUP_M=ws.group_m, STAGES=ws.stages,
                  CONSUMER_REGS=ws.consumer_regs, N_PARTS=ws.n_parts, CONSUMERS=ws.consumers,
-                 num_warps=4)
+                 SHARD_GRID=ws.shard_grid and shards > 1, num_warps=4)
     sig = {p: "constexpr" if p in const else desc([64, 64]) if p in ("hi_desc", "lo_desc")
            else desc([ws.block_n, 64]) if p == "w_desc" else "*fp32" if p.endswith("_ptr") else "i32" for p in params}
     aligned = [p for p in params if p.endswith("_ptr") or p in ("N", "stride_tm", "stride_om")]  # as the JIT sees them
@@ -79,9 +79,11 @@ def inspect_ws(ws: configs.MatmulWs, *, shards: int = 1) -> WsSass:
 
 
 def main(argv=None) -> None:
-    """One line per shard count; --json: one JSON object per line (for tests)."""
-    as_json = "--json" in (sys.argv[1:] if argv is None else argv)
-    ws = configs.WS_LAUNCH
+    """One line per shard count; --json: one JSON object per line (for tests); --grid: the one-consumer
+    launch with its two shards in separate programs (MatmulWs.shard_grid) instead."""
+    args = sys.argv[1:] if argv is None else argv
+    as_json = "--json" in args
+    ws = dataclasses.replace(configs.WS_ONE_64, shard_grid=True) if "--grid" in args else configs.WS_LAUNCH
     if not triton.__version__.startswith(configs.WS_TRITON):
         raise SystemExit(f"triton {triton.__version__}: the Gluon launch is only used with triton {configs.WS_TRITON}x")
     for shards in (1, 2):

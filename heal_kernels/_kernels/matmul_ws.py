@@ -24,19 +24,26 @@ from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warp
 
 
 @gluon.jit
-def _loader(hi_desc, lo_desc, w_desc, hi_s, lo_s, w_s, ready, empty, off_m, off_n, KT, STAGES: gl.constexpr):
-    """K tile t into slot t % STAGES once every consumer gave the slot back: x's 64-row halves (one per
-    consumer), hi and lo, and the weight tile.  Rows and columns past the tensor's edge arrive as zeros (TMA)."""
+def _loader(hi_desc, lo_desc, w_desc, hi_s, lo_s, w_s, ready, empty, off_m, off_n, KT, STAGES: gl.constexpr,
+            GRID_SHARDS: gl.constexpr):
+    """K tile T0 + t into slot t % STAGES once every consumer gave the slot back: x's 64-row halves (one per
+    consumer), hi and lo, and the weight tile.  Rows and columns past the tensor's edge arrive as zeros (TMA).
+    GRID_SHARDS > 1: this program's shard (program_id(1)) of KT tiles only, T0 its first."""
     HALF_M: gl.constexpr = hi_desc.block_type.shape[0]
     BK: gl.constexpr = hi_desc.block_type.shape[1]
     C: gl.constexpr = hi_s.type.shape[0] // STAGES  # consumer warpgroups: 64-row halves of x per slot
     nbytes: gl.constexpr = 2 * C * hi_desc.block_type.nbytes + w_desc.block_type.nbytes
+    if GRID_SHARDS > 1:
+        KT = KT // GRID_SHARDS
+        T0 = gl.program_id(1) * KT
+    else:
+        T0 = 0
     for t in range(KT):
         s = t % STAGES
         mbarrier.wait(empty.index(s), ((t // STAGES) & 1) ^ 1)  # a fresh barrier passes parity 1
         bar = ready.index(s)
         mbarrier.expect(bar, nbytes)
-        k = t * BK
+        k = (T0 + t) * BK
         tma.async_copy_global_to_shared(hi_desc, [off_m, k], bar, hi_s.index(C * s))
         if C == 2:
             tma.async_copy_global_to_shared(hi_desc, [off_m + HALF_M, k], bar, hi_s.index(C * s + 1))
@@ -111,7 +118,9 @@ def _store(acc, rows, mask_m, cols, N, bias_ptr, out_ptr, stride_om, HAS_BIAS: g
 def _consumer(hi_s, lo_s, w_s, ready, empty, ts_ptr, wscale_ptr, bias_ptr, out_ptr, off_m, off_n, KT,
               M, N, stride_tm, stride_om, HAS_BIAS: gl.constexpr, SHARDS: gl.constexpr, HALF: gl.constexpr,
               N_PARTS: gl.constexpr):
-    """Rows [off_m + HALF * 64, + 64) of the tile, start to store."""
+    """Rows [off_m + HALF * 64, + 64) of the tile, start to store.  With the shards on the grid (the
+    kernel's SHARD_GRID) the caller passes this program's run of K tiles as ts_ptr (offset to its first
+    tile), KT (its length) and SHARDS = 1, and the partials' slice as out_ptr, with no bias."""
     if N_PARTS == 2:
         _consumer_parts(hi_s, lo_s, w_s, ready, empty, ts_ptr, wscale_ptr, bias_ptr, out_ptr, off_m, off_n, KT,
                         M, N, stride_tm, stride_om, HAS_BIAS, HALF)
@@ -175,11 +184,15 @@ def _heal_matmul_ws_kernel(
     hi_desc, lo_desc, w_desc, ts_ptr, wscale_ptr, bias_ptr, out_ptr,
     M, N, KT, stride_tm, stride_om,
     HAS_BIAS: gl.constexpr, SHARDS: gl.constexpr, GROUP_M: gl.constexpr, STAGES: gl.constexpr,
-    CONSUMER_REGS: gl.constexpr, N_PARTS: gl.constexpr, CONSUMERS: gl.constexpr, num_warps: gl.constexpr,
+    CONSUMER_REGS: gl.constexpr, N_PARTS: gl.constexpr, CONSUMERS: gl.constexpr, SHARD_GRID: gl.constexpr,
+    num_warps: gl.constexpr,
 ):
     """One (64 * CONSUMERS) x BLOCK_N output tile per program: rows [0, 64) in the default partition (a
     consumer warpgroup), [64, 128) in a worker consumer warpgroup (CONSUMERS = 2), the loads in a one-warp
-    worker.  One consumer: 64-row tiles for small M (half the tiles' x traffic wasted on rows past M)."""
+    worker.  One consumer: 64-row tiles for small M (half the tiles' x traffic wasted on rows past M).
+    SHARD_GRID: one program per (tile, K shard) (program_id(1)), its shard's sum times wscale into the
+    partials at out_ptr + shard * M * N (row stride stride_om = N, no bias), summed by the Triton
+    _shard_sum_kernel: the Triton kernel's shard grid, so the same bits, with twice the programs."""
     HALF_M: gl.constexpr = hi_desc.block_type.shape[0]
     BLOCK_K: gl.constexpr = hi_desc.block_type.shape[1]
     BLOCK_N: gl.constexpr = w_desc.block_type.shape[0]
@@ -194,6 +207,21 @@ def _heal_matmul_ws_kernel(
     pid_n = (pid % group) // size_m
     off_m = pid_m * CONSUMERS * HALF_M
     off_n = pid_n * BLOCK_N
+    # The loader reads KT and finds its shard itself: a value passed to it would take room in the
+    # partitions' shared argument space and shift every barrier's address in the shipped launches.
+    KT_ALL = KT
+    if SHARD_GRID:
+        shard = gl.program_id(1)
+        KT = KT // SHARDS  # this program's run of K tiles: [shard * KT, (shard + 1) * KT)
+        ts_ptr += shard * KT
+        out_ptr += shard.to(gl.int64) * M * N  # the partials: [SHARDS, M, N], contiguous
+        RUN_SHARDS: gl.constexpr = 1
+        RUN_BIAS: gl.constexpr = False
+        GRID_SHARDS: gl.constexpr = SHARDS
+    else:
+        RUN_SHARDS: gl.constexpr = SHARDS
+        RUN_BIAS: gl.constexpr = HAS_BIAS
+        GRID_SHARDS: gl.constexpr = 1
 
     hi_s = gl.allocate_shared_memory(hi_desc.dtype, [CONSUMERS * STAGES, HALF_M, BLOCK_K], hi_desc.layout)
     lo_s = gl.allocate_shared_memory(lo_desc.dtype, [CONSUMERS * STAGES, HALF_M, BLOCK_K], lo_desc.layout)
@@ -208,14 +236,16 @@ def _heal_matmul_ws_kernel(
     if CONSUMERS == 2:
         gl.warp_specialize([
             (_consumer, (hi_s, lo_s, w_s, ready, empty, ts_ptr, wscale_ptr, bias_ptr, out_ptr, off_m, off_n, KT,
-                         M, N, stride_tm, stride_om, HAS_BIAS, SHARDS, 0, N_PARTS)),
+                         M, N, stride_tm, stride_om, RUN_BIAS, RUN_SHARDS, 0, N_PARTS)),
             (_consumer_1, (hi_s, lo_s, w_s, ready, empty, ts_ptr, wscale_ptr, bias_ptr, out_ptr, off_m, off_n, KT,
-                           M, N, stride_tm, stride_om, HAS_BIAS, SHARDS, N_PARTS)),
-            (_loader, (hi_desc, lo_desc, w_desc, hi_s, lo_s, w_s, ready, empty, off_m, off_n, KT, STAGES)),
+                           M, N, stride_tm, stride_om, RUN_BIAS, RUN_SHARDS, N_PARTS)),
+            (_loader, (hi_desc, lo_desc, w_desc, hi_s, lo_s, w_s, ready, empty, off_m, off_n, KT_ALL, STAGES,
+                       GRID_SHARDS)),
         ], [4, 1], [CONSUMER_REGS, 24])
     else:
         gl.warp_specialize([
             (_consumer, (hi_s, lo_s, w_s, ready, empty, ts_ptr, wscale_ptr, bias_ptr, out_ptr, off_m, off_n, KT,
-                         M, N, stride_tm, stride_om, HAS_BIAS, SHARDS, 0, N_PARTS)),
-            (_loader, (hi_desc, lo_desc, w_desc, hi_s, lo_s, w_s, ready, empty, off_m, off_n, KT, STAGES)),
+                         M, N, stride_tm, stride_om, RUN_BIAS, RUN_SHARDS, 0, N_PARTS)),
+            (_loader, (hi_desc, lo_desc, w_desc, hi_s, lo_s, w_s, ready, empty, off_m, off_n, KT_ALL, STAGES,
+                       GRID_SHARDS)),
         ], [1], [24])

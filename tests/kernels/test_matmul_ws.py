@@ -66,6 +66,20 @@ def test_ws_kernel_compiles_for_sm90_as_designed():
     assert "0 bytes spill stores" in rows[0]["ptxas"], rows[0]
 
 
+@pytest.mark.skipif(not ON_36, reason=f"the Gluon kernel is built for triton {configs.WS_TRITON}x")
+def test_ws_shard_grid_compiles_to_one_k_loop_per_program():
+    """MatmulWs.shard_grid: with two shards each program runs one shard's K loop (one consumer: two MMA
+    chains x four k16 steps, one wait per tile), as with one shard, and nothing spills."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    res = subprocess.run([sys.executable, "-m", "bench.kernels.sass_matmul_ws", "--json", "--grid"],
+                         cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = [json.loads(ln) for ln in res.stdout.strip().splitlines()]
+    assert [(r["shards"], r["hgmma"], r["waits"]) for r in rows] == [(1, 8, 1), (2, 8, 1)], rows
+    for r in rows:
+        assert "0 bytes spill stores" in r["ptxas"] and "C7510" not in r["ptxas"], r
+
+
 def _case(m, n, k, seed=0):
     gen = torch.Generator().manual_seed(m + n + k + seed)
     hw = prepare_weight((torch.randn(n, k, generator=gen) * 0.02).bfloat16().cuda())
@@ -170,14 +184,18 @@ def test_ws_launch_replays_in_a_cuda_graph():
         assert torch.equal(out, _triton(xs, hw, bias, 1))
 
 
-# Every launch heal_matmul may pick, and one a probe compares that it does not (a wider ring).
-LAUNCHES = [*configs.ws_launches(), dataclasses.replace(configs.WS_ONE_128, stages=6)]
+# Every launch heal_matmul may pick, and ones a probe compares that it does not: a wider ring, and the
+# shards in separate programs (partials and the Triton shard-sum kernel).
+LAUNCHES = [*configs.ws_launches(), dataclasses.replace(configs.WS_ONE_128, stages=6),
+            *(dataclasses.replace(w, shard_grid=True) for w in (configs.WS_ONE_64, configs.WS_ONE_128,
+                                                                   configs.WS_LAUNCH))]
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("m,n,k", [(4096, 6144, 4096), (1100, 1000, 200), (1031, 130, 4160), (1, 4096, 4096),
                                    (64, 1000, 14336), (300, 6144, 4096)], ids=lambda v: str(v))
-@pytest.mark.parametrize("ws", LAUNCHES, ids=lambda w: f"n{w.block_n}-s{w.stages}-p{w.n_parts}-c{w.consumers}")
+@pytest.mark.parametrize("ws", LAUNCHES, ids=lambda w: f"n{w.block_n}-s{w.stages}-p{w.n_parts}-c{w.consumers}"
+                                                    f"{'-grid' if w.shard_grid else ''}")
 def test_every_ws_launch_gives_the_triton_kernels_bits(m, n, k, ws):
     _gpu_ws()
     hw, x, bias = _case(m, n, k, seed=11)
