@@ -45,7 +45,7 @@ class MatmulTiles:
 
 @dataclass(frozen=True)
 class MatmulWs:
-    """heal_matmul's warp-specialized Gluon launch (Hopper, large M): (64 * consumers) x block_n tiles."""
+    """heal_matmul's warp-specialized Gluon launch (Hopper, configs.matmul_ws): (64 * consumers) x block_n tiles."""
 
     block_n: int
     stages: int  # K tiles in the TMA ring
@@ -265,8 +265,8 @@ _WS_TABLE: tuple[tuple[int, int, bool | None, MatmulWs], ...] = (
     (65, 2, None, WS_ONE_64),
     (17, 1, False, WS_ONE_64),
 )
-WS_MIN_M = min(e[0] for e in _WS_TABLE)
-# M at which heal_matmul's choice changes (for the tests of rows across them)
+# M at which heal_matmul's choice changes (for the tests of rows across them); the first is the smallest
+# M any Gluon launch serves
 WS_BOUNDARIES = tuple(sorted({e[0] for e in _WS_TABLE}))
 WS_TRITON = "3.6."
 

@@ -30,7 +30,7 @@ def test_ws_is_chosen_on_hopper_by_m_n_and_shards(monkeypatch):
     assert pick(128, 4096, 2) == pick(64, 6144, 1) == pick(17, 6144, 1) == configs.WS_ONE_64
     for m, n, shards in ((16, 6144, 1), (1, 4096, 1), (64, 4096, 2), (64, wide, 1), (4096, 4096, 4)):
         assert pick(m, n, shards) is None, (m, n, shards)  # the Triton kernel (its shard grid, its tree)
-    assert configs.WS_MIN_M == 17 and configs.WS_BOUNDARIES == (17, 65, 129, 512)
+    assert configs.WS_BOUNDARIES == (17, 65, 129, 512)  # the Gluon launches serve M >= 17
     for arch in ("interpret", "sm80", "sm89", "sm100", "sm120"):
         assert configs.matmul_ws(arch, 4096, 4096, 1) is None, arch
     monkeypatch.setattr(triton, "__version__", "3.8.0")
@@ -89,7 +89,7 @@ def _case(m, n, k, seed=0):
 
 
 def _triton(x, hw, bias, shards):
-    """The Triton kernel at the tiles it uses for large M."""
+    """The Triton kernel at the tiles and shard placement it serves at this M."""
     m, n = x.shape[0], hw.weight.shape[0]
     grid = configs.matmul_shard_grid("sm90", m, shards)
     tiles = configs.matmul_tiles("sm90", m, n, k_shards=shards, shard_grid=grid)
@@ -161,7 +161,7 @@ def test_ws_propagates_nonfinite_activations():
 
 @pytest.mark.gpu
 def test_ws_launch_replays_in_a_cuda_graph():
-    """A decode batch above configs.WS_MIN_M captures a Gluon launch: its TMA descriptors are kernel
+    """A decode batch from configs.WS_BOUNDARIES[0] up captures a Gluon launch: its TMA descriptors are kernel
     arguments, so a replay must read the buffers' new contents."""
     _gpu_ws()
     m = 64
