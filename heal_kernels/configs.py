@@ -244,13 +244,24 @@ def matmul_tiles(arch: str, m: int, n: int, *, k_shards: int = 1, shard_grid: bo
 #     M = 128:  qkv 0.71 one-128 (0.92), o_proj 0.82 one-64 (1.52), gate_up 0.84 wide (0.89), down 0.88 one-64
 #     M = 64:   qkv 0.75 one-64 (1.28); o_proj 1.06, gate_up 0.99, down 1.18 at best: the Triton kernel
 #     M = 16:   every launch 1.18-2.9: the Triton kernel
-# Two shards at small M lose to the Triton kernel's shard grid (twice the programs), hence one consumer
-# (64-row tiles, more programs) there.  Only with the Triton it was verified on (3.6): Gluon is
-# experimental and its API moves between releases.
+# Two shards summed in the program lose to the Triton kernel's shard grid (twice the programs) below
+# M = 512; with the shards on the grid too (`--grid`; H100, 2026-11-27, ...-h100-probe-matmul-ws-grid-twelfth.txt),
+# o_proj / down_proj as a fraction of the Triton kernel (the launch summing in the program in brackets):
+#     M = 256:  0.80 / 0.72 WS_GRID (0.87 / 0.88 one-128)
+#     M = 128:  0.81 / 0.76 one-128 on the grid (0.82 / 0.89 one-64)
+#     M = 64:   0.82 / 0.81 one-64 on the grid (the Triton kernel before)
+#     M = 32:   0.91 / 0.90 one-64 on the grid
+#     M = 16:   1.04 / 1.05 at best: the Triton kernel
+# Only with the Triton it was verified on (3.6): Gluon is experimental and its API moves between releases.
 WS_LAUNCH = MatmulWs(block_n=128, stages=4, group_m=8, consumer_regs=232)  # 128 x 128 tiles, two consumers
 WS_WIDE = dataclasses.replace(WS_LAUNCH, block_n=256, n_parts=2, stages=3)  # 128 x 256 in two N parts, one shard
 WS_ONE_64 = dataclasses.replace(WS_LAUNCH, block_n=64, stages=6, consumers=1)  # 64 x 64, a deeper ring
 WS_ONE_128 = dataclasses.replace(WS_LAUNCH, block_n=128, stages=4, consumers=1)  # 64 x 128
+# Two K shards on the grid (one program per tile and shard, then _shard_sum_kernel: the Triton kernel's
+# grid and sum) instead of summed in the program: twice the programs where the tiles alone are too few.
+WS_GRID = dataclasses.replace(WS_LAUNCH, shard_grid=True)
+WS_ONE_64_GRID = dataclasses.replace(WS_ONE_64, shard_grid=True)
+WS_ONE_128_GRID = dataclasses.replace(WS_ONE_128, shard_grid=True)
 WS_WIDE_N = 16384  # N from which a layer counts as wide (gate_up, lm_head)
 # (min_m, k_shards or 0 for either, wide or None for either, launch): the first entry with M >= min_m that
 # matches wins; none: the Triton kernel.  Every launch here is in the GPU bitwise tests (ws_launches()).
@@ -259,11 +270,12 @@ _WS_TABLE: tuple[tuple[int, int, bool | None, MatmulWs], ...] = (
     (512, 0, None, WS_LAUNCH),
     (129, 1, True, WS_WIDE),
     (129, 1, False, WS_LAUNCH),
-    (129, 2, None, WS_ONE_128),
+    (129, 2, None, WS_GRID),
     (65, 1, True, WS_WIDE),
     (65, 1, False, WS_ONE_128),
-    (65, 2, None, WS_ONE_64),
+    (65, 2, None, WS_ONE_128_GRID),
     (17, 1, False, WS_ONE_64),
+    (17, 2, None, WS_ONE_64_GRID),
 )
 # M at which heal_matmul's choice changes (for the tests of rows across them); the first is the smallest
 # M any Gluon launch serves

@@ -26,9 +26,14 @@ def test_ws_is_chosen_on_hopper_by_m_n_and_shards(monkeypatch):
     assert pick(4096, narrow, 1) == pick(4096, narrow, 2) == pick(512, 4096, 2) == configs.WS_LAUNCH
     assert pick(4096, wide, 1) == pick(65, wide, 1) == configs.WS_WIDE
     assert pick(4096, wide, 2) == configs.WS_LAUNCH  # two N parts hold one shard's accumulator only
-    assert pick(256, 4096, 2) == pick(100, 4096, 1) == configs.WS_ONE_128
-    assert pick(128, 4096, 2) == pick(64, 6144, 1) == pick(17, 6144, 1) == configs.WS_ONE_64
-    for m, n, shards in ((16, 6144, 1), (1, 4096, 1), (64, 4096, 2), (64, wide, 1), (4096, 4096, 4)):
+    assert pick(100, 4096, 1) == configs.WS_ONE_128
+    assert pick(64, 6144, 1) == pick(17, 6144, 1) == configs.WS_ONE_64
+    # two shards below M = 512: on the grid, as the Triton kernel runs them
+    assert pick(511, 4096, 2) == pick(129, 14336, 2) == configs.WS_GRID
+    assert pick(128, 4096, 2) == pick(65, 4096, 2) == configs.WS_ONE_128_GRID
+    assert pick(64, 4096, 2) == pick(17, 4096, 2) == configs.WS_ONE_64_GRID
+    assert all(w.shard_grid for w in (configs.WS_GRID, configs.WS_ONE_128_GRID, configs.WS_ONE_64_GRID))
+    for m, n, shards in ((16, 6144, 1), (1, 4096, 1), (16, 4096, 2), (64, wide, 1), (4096, 4096, 4)):
         assert pick(m, n, shards) is None, (m, n, shards)  # the Triton kernel (its shard grid, its tree)
     assert configs.WS_BOUNDARIES == (17, 65, 129, 512)  # the Gluon launches serve M >= 17
     for arch in ("interpret", "sm80", "sm89", "sm100", "sm120"):
@@ -160,20 +165,21 @@ def test_ws_propagates_nonfinite_activations():
 
 
 @pytest.mark.gpu
-def test_ws_launch_replays_in_a_cuda_graph():
+@pytest.mark.parametrize("n,shards", [(6144, 1), (4096, 2)], ids=["one-shard", "2-shards-grid"])
+def test_ws_launch_replays_in_a_cuda_graph(n, shards):
     """A decode batch from configs.WS_BOUNDARIES[0] up captures a Gluon launch: its TMA descriptors are kernel
-    arguments, so a replay must read the buffers' new contents."""
+    arguments, so a replay must read the buffers' new contents (two shards: also the partials and their sum)."""
     _gpu_ws()
     m = 64
-    assert configs.matmul_ws("sm90", m, 6144, 1) is not None
-    hw, x, bias = _case(m, 6144, 4096, seed=9)
-    _, x2, _ = _case(m, 6144, 4096, seed=10)
+    assert configs.matmul_ws("sm90", m, n, shards) is not None
+    hw, x, bias = _case(m, n, 4096, seed=9)
+    _, x2, _ = _case(m, n, 4096, seed=10)
     split = split_tiles(x, 64)
-    out = torch.empty(m, 6144, device="cuda")
-    heal_matmul(x, hw, bias, x_split=split, out=out)  # compile outside the capture
+    out = torch.empty(m, n, device="cuda")
+    heal_matmul(x, hw, bias, x_split=split, out=out, k_shards=shards)  # compile outside the capture
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):
-        heal_matmul(x, hw, bias, x_split=split, out=out)
+        heal_matmul(x, hw, bias, x_split=split, out=out, k_shards=shards)
     for xs in (x, x2):
         new = split_tiles(xs, 64)
         for dst, src in ((split.hi, new.hi), (split.lo, new.lo), (split.ts, new.ts)):
@@ -181,14 +187,14 @@ def test_ws_launch_replays_in_a_cuda_graph():
         out.fill_(float("nan"))
         g.replay()
         torch.cuda.synchronize()
-        assert torch.equal(out, _triton(xs, hw, bias, 1))
+        assert torch.equal(out, _triton(xs, hw, bias, shards))
 
 
-# Every launch heal_matmul may pick, and ones a probe compares that it does not: a wider ring, and the
-# shards in separate programs (partials and the Triton shard-sum kernel).
-LAUNCHES = [*configs.ws_launches(), dataclasses.replace(configs.WS_ONE_128, stages=6),
-            *(dataclasses.replace(w, shard_grid=True) for w in (configs.WS_ONE_64, configs.WS_ONE_128,
-                                                                   configs.WS_LAUNCH))]
+# Every launch heal_matmul may pick, and ones a probe compares that it does not: a wider ring, and each
+# one-part launch with its shards placed the other way (on the grid, or summed in the program).
+LAUNCHES = list(dict.fromkeys([
+    *configs.ws_launches(), dataclasses.replace(configs.WS_ONE_128, stages=6),
+    *(dataclasses.replace(w, shard_grid=not w.shard_grid) for w in configs.ws_launches() if w.n_parts == 1)]))
 
 
 @pytest.mark.gpu
