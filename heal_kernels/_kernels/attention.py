@@ -2,10 +2,11 @@
 
 Scores.  Q (quantized per row in registers) and K are int16 values split into int8
 parts: q = hi * 256 + lo with lo in [-128, 127] (_split16), k = hi * 256 + (lo - 128) + 128
-from its two bytes (_k_bytes), the + 128 of every k added once per q row as 128 * sum(q);
-the three int8 MMAs (hi.hi, hi.lo + lo.hi, lo.lo) are exact int32 sums, combined exactly
-in int64 and rounded once to fp32, then scaled by q_scale * sm_scale and k_scale.  No
-score depends on accumulation order or on the GPU.
+from its two bytes (_k_bytes), the + 128 of every k added once per q row as 128 * sum(q)
+(in the accumulators' initial values); the three int8 MMAs (hi.hi, hi.lo + lo.hi, lo.lo)
+are exact int32 sums, whose exact combination is rounded once to fp32 (_score_f32: as an
+int64 -> fp32 conversion would), then scaled by q_scale * sm_scale and k_scale.  No score
+depends on accumulation order or on the GPU.
 
 Softmax.  Online softmax in FP32 over KV blocks of BLOCK_N tokens aligned to absolute
 positions, in ascending order, inside splits of SPLIT tokens.  Each split starts from
@@ -17,11 +18,11 @@ an MMA (each element's value does not depend on the tile's layout), maxima by tl
 
 P.V.  p * v_scale is split per row and block into FP16 hi + lo with a power-of-two
 scale (_split_tile); V's int16 values split into int8 parts that FP16 holds exactly;
-four FP16 MMAs in two fresh chains, combined and added to the FP32 accumulator with
-round-to-nearest.
+four FP16 MMAs in two fresh chains, combined and added to the FP32 accumulator by two
+explicit fmas (_pv_add).
 
 Kernels are launched with enable_fp_fusion=False so that every fp32 expression is
-evaluated as written in both paths.
+evaluated as written in both paths; the fmas are written out (tl.fma).
 """
 
 from __future__ import annotations
@@ -35,11 +36,53 @@ LOG2E = tl.constexpr(1.4426950408889634)
 
 
 @triton.jit
+def _qk_acc(qh, ql, kh_t, kl_t, hh, mix, ll):
+    """q.k for int16 values given as int8 parts (q [R, D], k^T [D, N]) added to the int32 accumulators
+    (hh, mix, ll) [R, N]: q.k == hh * 65536 + mix * 256 + ll, every MMA an exact integer sum."""
+    hh = tl.dot(qh, kh_t, hh, out_dtype=tl.int32)
+    mix = tl.dot(ql, kh_t, tl.dot(qh, kl_t, mix, out_dtype=tl.int32), out_dtype=tl.int32)
+    ll = tl.dot(ql, kl_t, ll, out_dtype=tl.int32)
+    return hh, mix, ll
+
+
+@triton.jit
+def _q_offset(q_int):
+    """The accumulators' initial (mix, ll) [R] for 128 * sum(q) per row (the 128 _k_bytes leaves out of
+    each K value): 128 * S == (S >> 1) * 256 + (S & 1) * 128, an integer sum, exact in any order."""
+    total = tl.sum(q_int, axis=1)
+    return total >> 1, (total & 1) * 128
+
+
+@triton.jit
+def _i2f_small(x):
+    """int32 x with |x| <= 2**22 -> fp32, exactly: x added to the bits of 1.5 * 2**23 (where fp32's step
+    is 1) and the 1.5 * 2**23 taken off again, two full-rate ops where a conversion issues at a fraction."""
+    return (x + 0x4B400000).to(tl.float32, bitcast=True) - 12582912.0
+
+
+@triton.jit
+def _score_f32(hh, mix, ll, HEAD_DIM: tl.constexpr):
+    """The exact integer hh * 65536 + mix * 256 + ll rounded once to fp32 (the bits of int64 -> fp32).
+
+    t = hh * 256 + mix, then t = th * 256 + (t & 255): the integer is th * 65536 + b with
+    b = (t & 255) * 256 + ll, both parts exact in fp32 and th * 65536 exact, so one fma rounds the exact
+    sum once.  Bounds (|q's parts . k's parts| <= 2**14 per product, 128 * sum(q) in the initial values):
+    HEAD_DIM 128: |t| < 2**30, |th| and |b| < 2**22 (_i2f_small); 256: |t| < 2**31, |th| and |b| < 2**23
+    (a conversion, exact below 2**24).
+    """
+    t = hh * 256 + mix
+    th = t >> 8
+    b = (t & 255) * 256 + ll
+    if HEAD_DIM <= 128:
+        return tl.fma(_i2f_small(th), 65536.0, _i2f_small(b))
+    return tl.fma(th.to(tl.float32), 65536.0, b.to(tl.float32))
+
+
+@triton.jit
 def _qk_int(qh, ql, kh_t, kl_t):
-    """Exact q.k for int16 values given as int8 parts (q [R, D], k^T [D, N]) -> int64 [R, N]."""
-    hh = tl.dot(qh, kh_t, out_dtype=tl.int32)
-    mix = tl.dot(ql, kh_t, tl.dot(qh, kl_t, out_dtype=tl.int32), out_dtype=tl.int32)
-    ll = tl.dot(ql, kl_t, out_dtype=tl.int32)
+    """Exact q.k for int16 values given as int8 parts (q [R, D], k^T [D, N]) -> int64 [R, N] (tests)."""
+    zero = tl.zeros([qh.shape[0], kh_t.shape[1]], tl.int32)
+    hh, mix, ll = _qk_acc(qh, ql, kh_t, kl_t, zero, zero, zero)
     return hh.to(tl.int64) * 65536 + mix.to(tl.int64) * 256 + ll.to(tl.int64)
 
 
@@ -94,7 +137,7 @@ def _k_bytes(k, EXACT: tl.constexpr):
 
     On the GPU one byte permute per part and four values (and one xor for lo) instead of a
     sign-extension, add, mask and shift per value; the + 128 of every value is folded into the
-    scores once per q row (q_off in _block and _block_t).  EXACT (the interpreter, which runs no PTX): the same
+    scores once per q row (_q_offset).  EXACT (the interpreter, which runs no PTX): the same
     bytes in Triton ops.
     """
     if EXACT:
@@ -110,11 +153,11 @@ def _k_bytes(k, EXACT: tl.constexpr):
 
 
 @triton.jit
-def _qk_tile(qh, ql, k, EXACT: tl.constexpr):
-    """q.k (int64 [R, N]) of q's int8 parts and a K tile of int16 values [N, W] over the same W columns,
-    less 128 * (the sum of q's values over the W columns): _k_bytes' parts leave out 128 per value."""
+def _qk_tile(qh, ql, k, hh, mix, ll, EXACT: tl.constexpr):
+    """_qk_acc of q's int8 parts and a K tile of int16 values [N, W] over the same W columns, less
+    128 * (the sum of q's values over the W columns): _k_bytes' parts leave out 128 per value."""
     kh, kl = _k_bytes(k, EXACT)
-    return _qk_int(qh, ql, tl.trans(kh), tl.trans(kl))
+    return _qk_acc(qh, ql, tl.trans(kh), tl.trans(kl), hh, mix, ll)
 
 
 @triton.jit
@@ -157,19 +200,29 @@ def _v_parts(v, EXACT: tl.constexpr):
 
 @triton.jit
 def _pv(acc, alpha, p_hi, p_lo, p_inv, v, EXACT: tl.constexpr):
-    """acc * alpha + (P.V over v's columns): V's int16 values as int8 parts (exact in FP16), four FP16 MMAs."""
+    """acc * alpha + (P.V over v's columns): V's int16 values as int8 parts (exact in FP16), four FP16 MMAs.
+
+    _pv_add's arithmetic (shared with _block_t, so decode and extend round alike)."""
     vh, vl = _v_parts(v, EXACT)
     pv_h = _dot2(p_hi, p_lo, vh, EXACT)
     pv_l = _dot2(p_hi, p_lo, vl, EXACT)
-    return acc * alpha[:, None] + (pv_h * 256.0 + pv_l) * p_inv[:, None]
+    return _pv_add(acc * alpha[:, None], pv_h, pv_l, p_inv[:, None])
+
+
+@triton.jit
+def _pv_add(acc, pv_h, pv_l, p_inv):
+    """acc + (pv_h * 256 + pv_l) * p_inv: two fmas.  pv_h * 256 is exact, and so is the product with p_inv (a
+    power of two) unless it falls below FP32's normal range, so each fma rounds what a multiply and an add
+    would, except that a product under 2**-126 is not rounded before it is added."""
+    return tl.fma(tl.fma(pv_h, 256.0, pv_l), p_inv, acc)
 
 
 @triton.jit
 def _block(
-    m_i, l_i, acc0, acc1, qh0, ql0, qh1, ql1, q_off, qs, pos_q, row_ok, b0, seq_len, k0, k1, v0, v1, sk, sv,
+    m_i, l_i, acc0, acc1, qh0, ql0, qh1, ql1, q_mix, q_ll, qs, pos_q, row_ok, b0, seq_len, k0, k1, v0, v1, sk, sv,
     window, cap, ones,
     BLOCK_N: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_CAP: tl.constexpr, EXACT: tl.constexpr,
-    HALVES: tl.constexpr,
+    HALVES: tl.constexpr, HEAD_DIM: tl.constexpr,
 ):
     """One KV block [b0, b0 + BLOCK_N) of one sequence into the online-softmax state (log2 domain).
 
@@ -183,12 +236,14 @@ def _block(
     pos_k = b0 + tl.arange(0, BLOCK_N)
     in_seq = pos_k < seq_len
     # the exact integer q.k: the tiles' parts, and 128 * sum(q) for the 128 they leave out of each K value
-    s_int = _qk_tile(qh0, ql0, k0, EXACT) + q_off[:, None]
+    R: tl.constexpr = qh0.shape[0]
+    hh, mix, ll = _qk_tile(qh0, ql0, k0, tl.zeros([R, BLOCK_N], tl.int32), tl.broadcast_to(q_mix[:, None], [R, BLOCK_N]),
+                           tl.broadcast_to(q_ll[:, None], [R, BLOCK_N]), EXACT)
     if HALVES == 2:
-        s_int += _qk_tile(qh1, ql1, k1, EXACT)
+        hh, mix, ll = _qk_tile(qh1, ql1, k1, hh, mix, ll, EXACT)
     # the scales multiply first: the exact integer score times q's scale alone overflows for a
     # q row near FP32's max, where the score itself (times k's scale) is finite
-    s = s_int.to(tl.float32) * (qs[:, None] * sk[None, :])
+    s = _score_f32(hh, mix, ll, HEAD_DIM) * (qs[:, None] * sk[None, :])
     if HAS_CAP:
         # cap * tanh(s / cap), tanh(y) = 1 - 2 / (exp(2y) + 1). The tensor goes left of the
         # constexpr: Triton 3.8's interpreter keeps `constexpr * tensor` a constexpr, which exp2 refuses.
@@ -259,7 +314,7 @@ def _attn_kernel(
     q_rows = q_ptr + (q_start + tok.to(tl.int64))[:, None] * stride_qt + head[:, None] * stride_qh + d[None, :]
     q = tl.load(q_rows, mask=row_ok[:, None], other=0.0).to(tl.float32)
     q_int, q_scale = _quantize_rows(q)
-    q_off = tl.sum(q_int, axis=1).to(tl.int64) * 128  # an integer sum: exact in any order
+    q_mix, q_ll = _q_offset(q_int)
     if HALVES == 2:
         q_a, q_b = _halves(q_int, BLOCK_M, HEAD_DIM // 2)
         qh0, ql0 = _split16(q_a)
@@ -304,8 +359,8 @@ def _attn_kernel(
                                                   stride_cs, stride_ch, stride_ss, 0, HEAD_DIM, HEAD_DIM, BLOCK_N,
                                                   HALVES)
             m_i, l_i, acc0, acc1 = _block(
-                m_i, l_i, acc0, acc1, qh0, ql0, qh1, ql1, q_off, qs, pos_q, row_ok, b0, seq_len, k0, k1, v0, v1,
-                sk, sv, window, cap, ones, BLOCK_N, HAS_WINDOW, HAS_CAP, EXACT, HALVES,
+                m_i, l_i, acc0, acc1, qh0, ql0, qh1, ql1, q_mix, q_ll, qs, pos_q, row_ok, b0, seq_len, k0, k1, v0,
+                v1, sk, sv, window, cap, ones, BLOCK_N, HAS_WINDOW, HAS_CAP, EXACT, HALVES, HEAD_DIM,
             )
             slots = slots_next
             if PREFETCH:
@@ -341,8 +396,9 @@ def _split_cols(x):
 
 @triton.jit
 def _block_t(
-    m_i, l_i, acc, qh_t, ql_t, q_off, qs, pos_q, row_ok, b0, seq_len, k, v, sk, sv, window, cap, ones_t,
+    m_i, l_i, acc, qh_t, ql_t, q_mix, q_ll, qs, pos_q, row_ok, b0, seq_len, k, v, sk, sv, window, cap, ones_t,
     BLOCK_N: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_CAP: tl.constexpr, EXACT: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
 ):
     """_block for one decode token, transposed: keys along the MMA's M side, the group's q heads along N.
 
@@ -355,8 +411,10 @@ def _block_t(
     pos_k = b0 + tl.arange(0, BLOCK_N)
     in_seq = pos_k < seq_len
     kh, kl = _k_bytes(k, EXACT)
-    s_int = _qk_int(kh, kl, qh_t, ql_t) + q_off[None, :]
-    s = s_int.to(tl.float32) * (qs[None, :] * sk[:, None])
+    R: tl.constexpr = qh_t.shape[1]
+    hh, mix, ll = _qk_acc(kh, kl, qh_t, ql_t, tl.zeros([BLOCK_N, R], tl.int32),
+                          tl.broadcast_to(q_mix[None, :], [BLOCK_N, R]), tl.broadcast_to(q_ll[None, :], [BLOCK_N, R]))
+    s = _score_f32(hh, mix, ll, HEAD_DIM) * (qs[None, :] * sk[:, None])
     if HAS_CAP:
         s = cap * (1.0 - 2.0 / (tl.exp2((s / cap) * (2.0 * LOG2E)) + 1.0))
     s = s * LOG2E
@@ -372,7 +430,7 @@ def _block_t(
     vh, vl = _v_parts(v, EXACT)
     pv_h = _dot2_left(tl.trans(vh), p_hi, p_lo, EXACT)
     pv_l = _dot2_left(tl.trans(vl), p_hi, p_lo, EXACT)
-    acc = acc * alpha[None, :] + (pv_h * 256.0 + pv_l) * p_inv[None, :]
+    acc = _pv_add(acc * alpha[None, :], pv_h, pv_l, p_inv[None, :])
     s_hi, s_lo, s_inv = _split_cols(p)
     p_sum = tl.max(_dot2_left(ones_t, s_hi, s_lo, EXACT), axis=0) * s_inv
     l_i = l_i * alpha + p_sum
@@ -415,7 +473,7 @@ def _decode_kernel(
     d = tl.arange(0, HEAD_DIM)
     q = tl.load(q_ptr + b * stride_qt + head[:, None] * stride_qh + d[None, :], mask=row_ok[:, None], other=0.0)
     q_int, q_scale = _quantize_rows(q.to(tl.float32))
-    q_off = tl.sum(q_int, axis=1).to(tl.int64) * 128  # an integer sum: exact in any order
+    q_mix, q_ll = _q_offset(q_int)
     qh, ql = _split16(q_int)
     qh_t = tl.trans(qh.to(tl.int8))
     ql_t = tl.trans(ql.to(tl.int8))
@@ -439,8 +497,8 @@ def _decode_kernel(
             else:
                 k, _, v, _, sk, sv = _load_kv(b0, seq_len, slots, kc_ptr, ks_ptr, vc_ptr, vs_ptr, kvh,
                                               stride_cs, stride_ch, stride_ss, d0, HEAD_DIM, DV, BLOCK_N, 1)
-            m_i, l_i, acc = _block_t(m_i, l_i, acc, qh_t, ql_t, q_off, qs, pos_q, row_ok, b0, seq_len, k, v, sk, sv,
-                                     window, cap, ones_t, BLOCK_N, HAS_WINDOW, HAS_CAP, EXACT)
+            m_i, l_i, acc = _block_t(m_i, l_i, acc, qh_t, ql_t, q_mix, q_ll, qs, pos_q, row_ok, b0, seq_len, k, v, sk,
+                                     sv, window, cap, ones_t, BLOCK_N, HAS_WINDOW, HAS_CAP, EXACT, HEAD_DIM)
             slots = slots_next
             if PREFETCH:
                 k, v, sk, sv = k_next, v_next, sk_next, sv_next

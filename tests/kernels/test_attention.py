@@ -11,7 +11,7 @@ from heal_kernels import kv_int16, reference
 from heal_kernels.attention import attention_decode, attention_extend
 from tests.conftest import ON_GPU
 from tests.helpers import names_argument, poisoned
-from tests.kernels.exact_scores import qk_int_scores
+from tests.kernels.exact_scores import qk_int_scores, score_f32
 
 # err vs float64 over the dequantized inputs <= C_FP32 * (FP32 attention's error on the same
 # inputs): the kernel's own arithmetic is at FP32's level.  Against the unquantized inputs
@@ -244,6 +244,26 @@ def test_scores_are_exact_integers(device, d):
     k[1] = -kv_int16.QMAX
     q16, k16 = q.to(torch.int16).to(device), k.to(torch.int16).to(device)
     assert torch.equal(qk_int_scores(q16, k16).cpu(), q.long() @ k.long().T)
+
+
+@pytest.mark.parametrize("d", [64, 128, 256])
+def test_scores_round_once_from_the_exact_integer(device, d):
+    """The kernels' fp32 score is the exact integer q.k rounded once (int64 -> fp32, to nearest even),
+    also at the extremes of every int8 part: |hi| and |lo| = 128 where the int16 range allows them."""
+    gen = torch.Generator().manual_seed(100 + d)
+    q = torch.randint(-kv_int16.QMAX, kv_int16.QMAX + 1, (16, d), generator=gen, dtype=torch.int32)
+    k = torch.randint(-kv_int16.QMAX, kv_int16.QMAX + 1, (64, d), generator=gen, dtype=torch.int32)
+    # q rows: +-QMAX, lo part -128 with the largest hi (32384 = 127 * 256 - 128), and small values; k rows:
+    # +-QMAX, lo byte 0 (lo part -128, the largest lo . lo)
+    for i, v in enumerate((kv_int16.QMAX, -kv_int16.QMAX, 32384, -32384, -128, 127)):
+        q[i] = v
+    for i, v in enumerate((kv_int16.QMAX, -kv_int16.QMAX, 32512, -32512, 0, 128, -1, 255)):
+        k[i] = v
+    want = (q.long() @ k.long().T).to(torch.float32)
+    q16, k16 = q.to(torch.int16).to(device), k.to(torch.int16).to(device)
+    assert torch.equal(score_f32(q16, k16, exact=True).cpu(), want)
+    if device == "cuda":
+        assert torch.equal(score_f32(q16, k16, exact=False).cpu(), want)
 
 
 def test_store_kv_matches_reference_quantization(device):
