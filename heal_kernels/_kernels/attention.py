@@ -237,8 +237,9 @@ def _block(
     in_seq = pos_k < seq_len
     # the exact integer q.k: the tiles' parts, and 128 * sum(q) for the 128 they leave out of each K value
     R: tl.constexpr = qh0.shape[0]
-    hh, mix, ll = _qk_tile(qh0, ql0, k0, tl.zeros([R, BLOCK_N], tl.int32), tl.broadcast_to(q_mix[:, None], [R, BLOCK_N]),
-                           tl.broadcast_to(q_ll[:, None], [R, BLOCK_N]), EXACT)
+    hh, mix, ll = _qk_tile(qh0, ql0, k0, tl.zeros([R, BLOCK_N], tl.int32),
+                           tl.broadcast_to(q_mix[:, None], [R, BLOCK_N]), tl.broadcast_to(q_ll[:, None], [R, BLOCK_N]),
+                           EXACT)
     if HALVES == 2:
         hh, mix, ll = _qk_tile(qh1, ql1, k1, hh, mix, ll, EXACT)
     # the scales multiply first: the exact integer score times q's scale alone overflows for a
