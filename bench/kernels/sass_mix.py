@@ -7,8 +7,9 @@ way ``attention_decode`` / ``attention_extend`` launch them on an 8B-shaped laye
 the shipped launches and a few others), with the
 16-byte divisibility the JIT gives pointers and strides at launch (without it every K/V load
 is a scalar 16-bit load and the counts mislead), disassembles the cubin with Triton's bundled
-``cuobjdump`` and prints, for the largest loop (one KV block), its instruction count and the
-most frequent opcodes.  A proxy for where a latency-bound kernel spends its issue slots, to
+``cuobjdump`` and prints its instruction count, that of its largest loop (extend: a split, which holds
+the loop over its KV blocks once) and of its block loop (the smallest loop holding MMAs: one KV block
+per turn), and the block loop's most frequent opcodes.  A proxy for where a latency-bound kernel spends its issue slots, to
 compare code variants before a GPU run; times come from the GPU probes only.
 """
 
@@ -41,7 +42,8 @@ _NOT_ALIGNED = ("stride_ss", "stride_ps")
 class Mix:
     total: int  # instructions of the whole kernel
     loop: int  # instructions of its largest loop body
-    ops: collections.Counter  # opcodes of that loop
+    block: int  # instructions of its smallest loop body holding MMAs (one KV block per turn)
+    ops: collections.Counter  # opcodes of the block loop
 
 
 def compile_attn(launch: configs.AttentionLaunch, *, decode: bool, arch: int = 90, group: int = 4,
@@ -89,17 +91,19 @@ def sass(kernel) -> list[tuple[int, str]]:
 
 
 def mix(kernel) -> Mix:
-    """The kernel's size and its largest loop (a backward branch's span) by opcode."""
+    """The kernel's size, its largest loop and its block loop (loops: backward branches' spans), the
+    block loop by opcode."""
     ins = sass(kernel)
     index = {a: i for i, (a, _) in enumerate(ins)}
-    body: list[str] = []
+    loops: list[list[str]] = []
     for i, (a, text) in enumerate(ins):
         m = re.search(r"BRA\b.*?0x([0-9a-f]+)", text)
         if m and int(m.group(1), 16) < a and int(m.group(1), 16) in index:
-            span = [t for _, t in ins[index[int(m.group(1), 16)]:i + 1]]
-            body = span if len(span) > len(body) else body
-    ops = collections.Counter(re.sub(r"^@!?U?P\w+\s+", "", t).split()[0] for t in body)
-    return Mix(len(ins), len(body), ops)
+            loops.append([t for _, t in ins[index[int(m.group(1), 16)]:i + 1]])
+    largest = max(loops, key=len, default=[])
+    block = min((lp for lp in loops if any("MMA" in t for t in lp)), key=len, default=[])
+    ops = collections.Counter(re.sub(r"^@!?U?P\w+\s+", "", t).split()[0] for t in block)
+    return Mix(len(ins), len(largest), len(block), ops)
 
 
 def launches() -> list[tuple[str, configs.AttentionLaunch, bool]]:
@@ -124,7 +128,8 @@ def main(argv=None) -> None:
                 mma[op.split(".")[0]] += c
         top = ", ".join(f"{op} {c}" for op, c in m.ops.most_common(10))
         kinds = ", ".join(f"{op} {c}" for op, c in sorted(mma.items()))
-        print(f"{label}: {m.total} instructions, loop {m.loop} (MMA: {kinds}) | {top}", flush=True)
+        print(f"{label}: {m.total} instructions, largest loop {m.loop}, block loop {m.block} (MMA: {kinds}) | {top}",
+              flush=True)
 
 
 if __name__ == "__main__":
