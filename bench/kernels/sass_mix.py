@@ -9,8 +9,8 @@ the shipped launches and a few others), with the
 is a scalar 16-bit load and the counts mislead), disassembles the cubin with Triton's bundled
 ``cuobjdump`` and prints its instruction count, that of its largest loop (extend: a split, which holds
 the loop over its KV blocks once) and of its block loop (the smallest loop holding MMAs: one KV block
-per turn), and the block loop's most frequent opcodes.  A proxy for where a latency-bound kernel spends its issue slots, to
-compare code variants before a GPU run; times come from the GPU probes only.
+per turn), and the block loop's most frequent opcodes.  A proxy for where a latency-bound kernel
+spends its issue slots, to compare code variants before a GPU run; times come from the GPU probes only.
 """
 
 from __future__ import annotations
