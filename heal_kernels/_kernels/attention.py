@@ -79,14 +79,6 @@ def _score_f32(hh, mix, ll, HEAD_DIM: tl.constexpr):
 
 
 @triton.jit
-def _qk_int(qh, ql, kh_t, kl_t):
-    """Exact q.k for int16 values given as int8 parts (q [R, D], k^T [D, N]) -> int64 [R, N] (tests)."""
-    zero = tl.zeros([qh.shape[0], kh_t.shape[1]], tl.int32)
-    hh, mix, ll = _qk_acc(qh, ql, kh_t, kl_t, zero, zero, zero)
-    return hh.to(tl.int64) * 65536 + mix.to(tl.int64) * 256 + ll.to(tl.int64)
-
-
-@triton.jit
 def _fold(M, L, ACC, m, ls, acc):
     """Merge softmax state (m, ls, acc) into (M, L, ACC); an empty state (-inf, 0, 0) is an exact identity."""
     m_new = tl.maximum(M, m)

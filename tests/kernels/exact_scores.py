@@ -10,7 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from heal_kernels._kernels.attention import _k_bytes, _q_offset, _qk_acc, _qk_int, _score_f32
+from heal_kernels._kernels.attention import _k_bytes, _q_offset, _qk_acc, _score_f32
 from heal_kernels._kernels.primitives import _split16
 from heal_kernels._runtime import check_tensor
 
@@ -23,7 +23,10 @@ def _qk_int_kernel(q_ptr, k_ptr, out_ptr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.co
     d = tl.arange(0, HEAD_DIM)
     qh, ql = _split16(tl.load(q_ptr + r[:, None] * HEAD_DIM + d[None, :]).to(tl.int32))
     kh, kl = _split16(tl.load(k_ptr + c[:, None] * HEAD_DIM + d[None, :]).to(tl.int32))
-    s = _qk_int(qh.to(tl.int8), ql.to(tl.int8), tl.trans(kh.to(tl.int8)), tl.trans(kl.to(tl.int8)))
+    zero = tl.zeros([BLOCK_M, BLOCK_N], tl.int32)
+    hh, mix, ll = _qk_acc(qh.to(tl.int8), ql.to(tl.int8), tl.trans(kh.to(tl.int8)), tl.trans(kl.to(tl.int8)), zero,
+                          zero, zero)
+    s = hh.to(tl.int64) * 65536 + mix.to(tl.int64) * 256 + ll.to(tl.int64)
     tl.store(out_ptr + r[:, None] * BLOCK_N + c[None, :], s)
 
 
