@@ -214,7 +214,7 @@ def _block(
     m_i, l_i, acc0, acc1, qh0, ql0, qh1, ql1, q_mix, q_ll, qs, pos_q, row_ok, b0, seq_len, k0, k1, v0, v1, sk, sv,
     window, cap, ones,
     BLOCK_N: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_CAP: tl.constexpr, EXACT: tl.constexpr,
-    HALVES: tl.constexpr, HEAD_DIM: tl.constexpr,
+    HALVES: tl.constexpr, HEAD_DIM: tl.constexpr, MASKED: tl.constexpr = True,
 ):
     """One KV block [b0, b0 + BLOCK_N) of one sequence into the online-softmax state (log2 domain).
 
@@ -223,7 +223,9 @@ def _block(
     runs): each output column's MMA sums the same products whichever columns share the tile.
     HALVES = 2 computes the scores as two exact integer halves over K's columns (their int64 sum
     is the same integer) and P.V one half of the columns after the other: the bits of HALVES = 1,
-    with fewer registers live at once.
+    with fewer registers live at once.  MASKED = False, for a block every row of the program sees whole
+    (inside the sequence, at or before every row's position, no window), leaves out the visibility mask,
+    an identity there: the same bits with fewer instructions.
     """
     pos_k = b0 + tl.arange(0, BLOCK_N)
     in_seq = pos_k < seq_len
@@ -242,16 +244,20 @@ def _block(
         # constexpr: Triton 3.8's interpreter keeps `constexpr * tensor` a constexpr, which exp2 refuses.
         s = cap * (1.0 - 2.0 / (tl.exp2((s / cap) * (2.0 * LOG2E)) + 1.0))
     s = s * LOG2E
-    visible = in_seq[None, :] & (pos_k[None, :] <= pos_q[:, None]) & row_ok[:, None]
-    if HAS_WINDOW:
-        visible = visible & (pos_q[:, None] - pos_k[None, :] <= window)
-    s = tl.where(visible, s, float("-inf"))
+    if MASKED:
+        visible = in_seq[None, :] & (pos_k[None, :] <= pos_q[:, None]) & row_ok[:, None]
+        if HAS_WINDOW:
+            visible = visible & (pos_q[:, None] - pos_k[None, :] <= window)
+        s = tl.where(visible, s, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(s, axis=1))
     empty = m_new == float("-inf")
     alpha = tl.where(empty, 1.0, tl.exp2(m_i - m_new))
     p = tl.where(empty[:, None], 0.0, tl.exp2(s - m_new[:, None]))
-    # a hidden key adds exactly 0, also when its V row is non-finite (0 * inf would be NaN)
-    p_hi, p_lo, p_inv = _split_tile(tl.where(visible, p * sv[None, :], 0.0))
+    pv = p * sv[None, :]
+    if MASKED:
+        # a hidden key adds exactly 0, also when its V row is non-finite (0 * inf would be NaN)
+        pv = tl.where(visible, pv, 0.0)
+    p_hi, p_lo, p_inv = _split_tile(pv)
     acc0 = _pv(acc0, alpha, p_hi, p_lo, p_inv, v0, EXACT)
     if HALVES == 2:
         acc1 = _pv(acc1, alpha, p_hi, p_lo, p_inv, v1, EXACT)
@@ -330,6 +336,8 @@ def _attn_kernel(
     ACC0 = tl.zeros([BLOCK_M, VW], tl.float32)
     ACC1 = tl.zeros([BLOCK_M, VW], tl.float32)
     end = tl.minimum(seq_len - ext_len + (tile + 1) * TOKENS, seq_len)  # one past the tile's last position
+    # blocks ending at or before full_end are seen whole by every row of the tile (no block is with a window)
+    full_end = -1 if HAS_WINDOW else tl.minimum(seq_len - ext_len + tile * TOKENS + 1, seq_len)
     for s in range(0, tl.cdiv(end, SPLIT)):
         m_i = tl.full([BLOCK_M], NEG_INF, tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
@@ -340,24 +348,28 @@ def _attn_kernel(
         if PREFETCH:
             k0, k1, v0, v1, sk, sv = _load_kv(s * SPLIT, seq_len, slots, kc_ptr, ks_ptr, vc_ptr, vs_ptr, kvh,
                                               stride_cs, stride_ch, stride_ss, 0, HEAD_DIM, HEAD_DIM, BLOCK_N, HALVES)
-        for b0 in range(s * SPLIT, b_end, BLOCK_N):
-            # the next block's slots (and with PREFETCH its K and V) are fetched before this block's work
-            slots_next = _slots(idx_ptr, kv_base, b0 + BLOCK_N, seq_len, BLOCK_N)
-            if PREFETCH:
-                k0_next, k1_next, v0_next, v1_next, sk_next, sv_next = _load_kv(
-                    b0 + BLOCK_N, tl.minimum(b_end, seq_len), slots_next, kc_ptr, ks_ptr, vc_ptr, vs_ptr,
-                    kvh, stride_cs, stride_ch, stride_ss, 0, HEAD_DIM, HEAD_DIM, BLOCK_N, HALVES)
-            else:
-                k0, k1, v0, v1, sk, sv = _load_kv(b0, seq_len, slots, kc_ptr, ks_ptr, vc_ptr, vs_ptr, kvh,
-                                                  stride_cs, stride_ch, stride_ss, 0, HEAD_DIM, HEAD_DIM, BLOCK_N,
-                                                  HALVES)
-            m_i, l_i, acc0, acc1 = _block(
-                m_i, l_i, acc0, acc1, qh0, ql0, qh1, ql1, q_mix, q_ll, qs, pos_q, row_ok, b0, seq_len, k0, k1, v0,
-                v1, sk, sv, window, cap, ones, BLOCK_N, HAS_WINDOW, HAS_CAP, EXACT, HALVES, HEAD_DIM,
-            )
-            slots = slots_next
-            if PREFETCH:
-                k0, k1, v0, v1, sk, sv = k0_next, k1_next, v0_next, v1_next, sk_next, sv_next
+        # the blocks seen whole by every row first, without the mask, then the rest (the same order)
+        mid = tl.maximum(tl.minimum((full_end // BLOCK_N) * BLOCK_N, b_end), s * SPLIT)
+        for phase in tl.static_range(2):
+            for b0 in range(s * SPLIT if phase == 0 else mid, mid if phase == 0 else b_end, BLOCK_N):
+                # the next block's slots (and with PREFETCH its K and V) are fetched before this block's work
+                slots_next = _slots(idx_ptr, kv_base, b0 + BLOCK_N, seq_len, BLOCK_N)
+                if PREFETCH:
+                    k0_next, k1_next, v0_next, v1_next, sk_next, sv_next = _load_kv(
+                        b0 + BLOCK_N, tl.minimum(b_end, seq_len), slots_next, kc_ptr, ks_ptr, vc_ptr, vs_ptr,
+                        kvh, stride_cs, stride_ch, stride_ss, 0, HEAD_DIM, HEAD_DIM, BLOCK_N, HALVES)
+                else:
+                    k0, k1, v0, v1, sk, sv = _load_kv(b0, seq_len, slots, kc_ptr, ks_ptr, vc_ptr, vs_ptr, kvh,
+                                                      stride_cs, stride_ch, stride_ss, 0, HEAD_DIM, HEAD_DIM, BLOCK_N,
+                                                      HALVES)
+                m_i, l_i, acc0, acc1 = _block(
+                    m_i, l_i, acc0, acc1, qh0, ql0, qh1, ql1, q_mix, q_ll, qs, pos_q, row_ok, b0, seq_len, k0, k1, v0,
+                    v1, sk, sv, window, cap, ones, BLOCK_N, HAS_WINDOW, HAS_CAP, EXACT, HALVES, HEAD_DIM,
+                    phase == 1,
+                )
+                slots = slots_next
+                if PREFETCH:
+                    k0, k1, v0, v1, sk, sv = k0_next, k1_next, v0_next, v1_next, sk_next, sv_next
         M_new, L_new, ACC0 = _fold(M, L, ACC0, m_i, l_i, acc0)
         if HALVES == 2:
             _, _, ACC1 = _fold(M, L, ACC1, m_i, l_i, acc1)
