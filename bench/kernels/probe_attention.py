@@ -2,7 +2,7 @@
 
     python -m bench.kernels.probe_attention [--accuracy | --blocks | --extend-rows | --decode-shapes
                                             | --decode-launch[=BxCTX,...]
-                                            | --merge | --halves | --shipped]
+                                            | --merge | --halves | --shipped | --vs-sglang]
 """
 
 from __future__ import annotations
@@ -225,9 +225,49 @@ def shipped():
         print(f"  {label}: {t:.1f} us{bw} bits {digest}", flush=True)
 
 
+def vs_sglang(lengths=(4096, 16384)):
+    """Extend (one prompt, no cached prefix) and decode, HEAL as shipped against SGLang's Triton BF16
+    kernels on the same shapes: the attention share of the time-to-first-token gap."""
+    from sglang.kernels.ops.attention.decode_attention import decode_attention_fwd
+    from sglang.kernels.ops.attention.extend_attention import extend_attention_fwd
+
+    for t in lengths:
+        heal = extend_case(t)
+        torch.manual_seed(0)
+        qb, kb, vb = (torch.randn(t, h, D, device="cuda", dtype=torch.bfloat16) for h in (HQ, HK, HK))
+        ob = torch.empty_like(qb)
+        qo = torch.tensor([0, t], device="cuda")
+        pre = torch.zeros(2, device="cuda", dtype=torch.int32)
+        empty = torch.zeros(0, device="cuda", dtype=torch.long)
+        bf16 = lambda: extend_attention_fwd(qb, kb, vb, ob, kb, vb, qo, pre, empty, None, True, None, t,
+                                            1.0, 1.0, sm_scale=D**-0.5)
+        th, tb = us(heal, 2), us(bf16, 2)
+        print(f"  extend {t}: heal {th:.1f} us, sglang bf16 {tb:.1f} us, ratio {th / tb:.2f}", flush=True)
+    for bs, ctx in ((1, 128), (1, 8192), (16, 4096), (64, 256)):
+        heal, _ = decode_case(bs, ctx)
+        torch.manual_seed(0)
+        slots = bs * ctx
+        kb, vb = (torch.randn(slots, HK, D, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+        qb = torch.randn(bs, HQ, D, device="cuda", dtype=torch.bfloat16)
+        ob = torch.empty_like(qb)
+        kvp = torch.arange(0, slots + 1, ctx, device="cuda", dtype=torch.int32)
+        kvi = torch.randperm(slots, device="cuda").long()
+        splits = 8  # SGLang's default --triton-attention-num-kv-splits
+        logits = torch.empty(bs, HQ, splits, D, device="cuda")
+        lse = torch.empty(bs, HQ, splits, device="cuda")
+        nsplit = torch.full((bs,), splits, device="cuda", dtype=torch.int32)
+        bf16 = lambda: decode_attention_fwd(qb, kb, vb, ob, kvp, kvi, logits, lse, nsplit, splits, D**-0.5,
+                                            1.0, 1.0)
+        th, tb = us(lambda: heal(max_seq_len=131072)), us(bf16)
+        print(f"  decode B{bs} ctx{ctx}: heal {th:.1f} us, sglang bf16 {tb:.1f} us, ratio {th / tb:.2f}",
+              flush=True)
+
+
 def main():
     if "--shipped" in sys.argv:
         shipped()
+    elif "--vs-sglang" in sys.argv:
+        vs_sglang()
     elif any(a.startswith("--decode-launch=") for a in sys.argv):  # e.g. --decode-launch=64x128,256x512
         arg = next(a for a in sys.argv if a.startswith("--decode-launch="))
         decode_launch([tuple(int(v) for v in s.split("x")) for s in arg.split("=", 1)[1].split(",")], extend=False)
