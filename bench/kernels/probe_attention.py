@@ -88,16 +88,18 @@ def decode_case(bs=16, ctx=8192):
     return call, slots * kv_int16.bytes_per_token(HK, D)
 
 
-def extend_case(t=4096):
-    """A t-token prefill with no cached prefix; returns the call."""
+def extend_case(t=4096, prefix=0):
+    """A t-token prefill after `prefix` cached tokens (a later chunk of a chunked prefill); returns the call."""
     torch.manual_seed(0)
-    cache = kv_int16.new_int16_kv(t, HK, D, "cuda")
-    kv_int16.store_kv(cache, torch.arange(t, device="cuda"), torch.randn(t, HK, D, device="cuda"),
-                      torch.randn(t, HK, D, device="cuda"))
+    n = prefix + t
+    cache = kv_int16.new_int16_kv(n, HK, D, "cuda")
+    kv_int16.store_kv(cache, torch.arange(n, device="cuda"), torch.randn(n, HK, D, device="cuda"),
+                      torch.randn(n, HK, D, device="cuda"))
     qx = torch.randn(t, HQ, D, device="cuda")
     qo = torch.tensor([0, t], device="cuda", dtype=torch.int32)
-    loc = torch.arange(t, device="cuda")
-    return lambda **kw: attention.attention_extend(qx, cache, qo, qo, loc, sm_scale=D**-0.5, max_extend_len=t, **kw)
+    kvp = torch.tensor([0, n], device="cuda", dtype=torch.int32)
+    loc = torch.arange(n, device="cuda")
+    return lambda **kw: attention.attention_extend(qx, cache, qo, kvp, loc, sm_scale=D**-0.5, max_extend_len=t, **kw)
 
 
 def _sweep(label, call, settings, kwargs, reps=5, nbytes=0):
@@ -225,24 +227,28 @@ def shipped():
         print(f"  {label}: {t:.1f} us{bw} bits {digest}", flush=True)
 
 
-def vs_sglang(lengths=(4096, 16384)):
-    """Extend (one prompt, no cached prefix) and decode, HEAL as shipped against SGLang's Triton BF16
-    kernels on the same shapes: the attention share of the time-to-first-token gap."""
+def vs_sglang(extends=((4096, 0), (16384, 0), (8192, 0), (8192, 8192))):
+    """Extend (one prompt of t new tokens after `prefix` cached ones: a 16k prompt is two 8k chunks where
+    --chunked-prefill-size is 8192, an H100's default) and decode, HEAL as shipped against SGLang's Triton
+    BF16 kernels on the same shapes: the attention share of the time-to-first-token gap."""
     from sglang.kernels.ops.attention.decode_attention import decode_attention_fwd
     from sglang.kernels.ops.attention.extend_attention import extend_attention_fwd
 
-    for t in lengths:
-        heal = extend_case(t)
+    for t, prefix in extends:
+        heal = extend_case(t, prefix)
         torch.manual_seed(0)
         qb, kb, vb = (torch.randn(t, h, D, device="cuda", dtype=torch.bfloat16) for h in (HQ, HK, HK))
+        # the cached prefix: its own buffer and indices (none: the new tokens' K and V stand in, unread)
+        kp, vp = (torch.randn(max(prefix, 1), HK, D, device="cuda", dtype=torch.bfloat16) for _ in range(2))
         ob = torch.empty_like(qb)
         qo = torch.tensor([0, t], device="cuda")
-        pre = torch.zeros(2, device="cuda", dtype=torch.int32)
-        empty = torch.zeros(0, device="cuda", dtype=torch.long)
-        bf16 = lambda: extend_attention_fwd(qb, kb, vb, ob, kb, vb, qo, pre, empty, None, True, None, t,
+        pre = torch.tensor([0, prefix], device="cuda", dtype=torch.int32)
+        idx = torch.arange(prefix, device="cuda", dtype=torch.long)
+        bf16 = lambda: extend_attention_fwd(qb, kb, vb, ob, kp, vp, qo, pre, idx, None, True, None, t,
                                             1.0, 1.0, sm_scale=D**-0.5)
         th, tb = us(heal, 2), us(bf16, 2)
-        print(f"  extend {t}: heal {th:.1f} us, sglang bf16 {tb:.1f} us, ratio {th / tb:.2f}", flush=True)
+        print(f"  extend {t} after {prefix}: heal {th:.1f} us, sglang bf16 {tb:.1f} us, ratio {th / tb:.2f}",
+              flush=True)
     for bs, ctx in ((1, 128), (1, 8192), (16, 4096), (64, 256)):
         heal, _ = decode_case(bs, ctx)
         torch.manual_seed(0)
