@@ -231,40 +231,27 @@ def vs_sglang(extends=((4096, 0), (16384, 0), (8192, 0), (8192, 8192))):
     """Extend (one prompt of t new tokens after `prefix` cached ones: a 16k prompt is two 8k chunks where
     --chunked-prefill-size is 8192, an H100's default) and decode, HEAL as shipped against SGLang's Triton
     BF16 kernels on the same shapes: the attention share of the time-to-first-token gap."""
-    from sglang.kernels.ops.attention.decode_attention import decode_attention_fwd
-    from sglang.kernels.ops.attention.extend_attention import extend_attention_fwd
+    from bench.kernels import sglang_attention
+
+    def bf16(*shape):
+        return torch.randn(*shape, device="cuda", dtype=torch.bfloat16)
 
     for t, prefix in extends:
         heal = extend_case(t, prefix)
         torch.manual_seed(0)
-        qb, kb, vb = (torch.randn(t, h, D, device="cuda", dtype=torch.bfloat16) for h in (HQ, HK, HK))
-        # the cached prefix: its own buffer and indices (none: the new tokens' K and V stand in, unread)
-        kp, vp = (torch.randn(max(prefix, 1), HK, D, device="cuda", dtype=torch.bfloat16) for _ in range(2))
-        ob = torch.empty_like(qb)
-        qo = torch.tensor([0, t], device="cuda")
-        pre = torch.tensor([0, prefix], device="cuda", dtype=torch.int32)
-        idx = torch.arange(prefix, device="cuda", dtype=torch.long)
-        bf16 = lambda: extend_attention_fwd(qb, kb, vb, ob, kp, vp, qo, pre, idx, None, True, None, t,
-                                            1.0, 1.0, sm_scale=D**-0.5)
-        th, tb = us(heal, 2), us(bf16, 2)
+        pre = (bf16(prefix, HK, D), bf16(prefix, HK, D)) if prefix else (None, None)
+        sgl, _ = sglang_attention.extend_call(bf16(t, HQ, D), bf16(t, HK, D), bf16(t, HK, D), D**-0.5, *pre)
+        th, tb = us(heal, 2), us(sgl, 2)
         print(f"  extend {t} after {prefix}: heal {th:.1f} us, sglang bf16 {tb:.1f} us, ratio {th / tb:.2f}",
               flush=True)
     for bs, ctx in ((1, 128), (1, 8192), (16, 4096), (64, 256)):
         heal, _ = decode_case(bs, ctx)
         torch.manual_seed(0)
         slots = bs * ctx
-        kb, vb = (torch.randn(slots, HK, D, device="cuda", dtype=torch.bfloat16) for _ in range(2))
-        qb = torch.randn(bs, HQ, D, device="cuda", dtype=torch.bfloat16)
-        ob = torch.empty_like(qb)
         kvp = torch.arange(0, slots + 1, ctx, device="cuda", dtype=torch.int32)
-        kvi = torch.randperm(slots, device="cuda").long()
-        splits = 8  # SGLang's default --triton-attention-num-kv-splits
-        logits = torch.empty(bs, HQ, splits, D, device="cuda")
-        lse = torch.empty(bs, HQ, splits, device="cuda")
-        nsplit = torch.full((bs,), splits, device="cuda", dtype=torch.int32)
-        bf16 = lambda: decode_attention_fwd(qb, kb, vb, ob, kvp, kvi, logits, lse, nsplit, splits, D**-0.5,
-                                            1.0, 1.0)
-        th, tb = us(lambda: heal(max_seq_len=131072)), us(bf16)
+        sgl, _ = sglang_attention.decode_call(bf16(bs, HQ, D), bf16(slots, HK, D), bf16(slots, HK, D), kvp,
+                                           torch.randperm(slots, device="cuda"), D**-0.5)
+        th, tb = us(lambda: heal(max_seq_len=131072)), us(sgl)
         print(f"  decode B{bs} ctx{ctx}: heal {th:.1f} us, sglang bf16 {tb:.1f} us, ratio {th / tb:.2f}",
               flush=True)
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from bench import timing
+from bench.kernels import sglang_attention
 from bench.shapes import LLAMA3_8B_HEADS
 from heal_kernels import kv_int16
 from heal_kernels.attention import attention_decode, attention_extend
@@ -22,11 +23,9 @@ SM = 1.0 / math.sqrt(D)
 
 def _sglang():
     try:
-        from sglang.kernels.ops.attention.decode_attention import decode_attention_fwd
-        from sglang.kernels.ops.attention.extend_attention import extend_attention_fwd
+        sglang_attention.kernels()
     except Exception as e:  # noqa: BLE001 - any import failure means: no SGLang here
         pytest.skip(f"SGLang's Triton attention kernels are not importable: {e}")
-    return decode_attention_fwd, extend_attention_fwd
 
 
 @pytest.mark.parametrize("impl", ["heal", "sglang_bf16", "torch_fp32"])
@@ -50,17 +49,10 @@ def test_decode(benchmark, ceilings, bs, ctx, impl):
         fn = lambda: attention_decode(q, cache, kv_indptr, kv_indices, sm_scale=SM, max_seq_len=ctx, out=out)
         nbytes = bs * ctx * kv_int16.bytes_per_token(HK, D)
     elif impl == "sglang_bf16":
-        decode_attention_fwd, _ = _sglang()
+        _sglang()
         kb = torch.randn(slots, HK, D, device="cuda", dtype=torch.bfloat16)
         vb = torch.randn(slots, HK, D, device="cuda", dtype=torch.bfloat16)
-        qb, ob = q.bfloat16(), torch.empty(bs, HQ, D, device="cuda", dtype=torch.bfloat16)
-        max_splits = 8  # SGLang's default --triton-attention-num-kv-splits
-        logits = torch.empty(bs, HQ, max_splits, D, device="cuda")
-        lse = torch.empty(bs, HQ, max_splits, device="cuda")
-        nsplit = torch.full((bs,), max_splits, device="cuda", dtype=torch.int32)
-        kvi = kv_indices.long()
-        fn = lambda: decode_attention_fwd(qb, kb, vb, ob, kv_indptr, kvi, logits, lse, nsplit, max_splits,
-                                          SM, 1.0, 1.0)
+        fn, _ = sglang_attention.decode_call(q.bfloat16(), kb, vb, kv_indptr, kv_indices, SM)
         nbytes = bs * ctx * 2 * HK * D * 2
     else:
         kf = torch.randn(bs, HK, ctx, D, device="cuda")
@@ -88,13 +80,8 @@ def test_prefill_4k(benchmark, ceilings, impl):
         out = torch.empty(t, HQ, D, device="cuda")
         fn = lambda: attention_extend(q, cache, qo, kvp, loc, sm_scale=SM, max_extend_len=t, out=out)
     elif impl == "sglang_bf16":
-        _, extend_attention_fwd = _sglang()
-        qb, kb, vb = q.bfloat16(), k.bfloat16(), v.bfloat16()
-        ob = torch.empty_like(qb)
-        empty = torch.zeros(0, device="cuda", dtype=torch.long)
-        pre = torch.zeros(2, device="cuda", dtype=torch.int32)
-        fn = lambda: extend_attention_fwd(qb, kb, vb, ob, kb, vb, qo.long(), pre, empty, None, True, None, t,
-                                          1.0, 1.0, sm_scale=SM)
+        _sglang()
+        fn, _ = sglang_attention.extend_call(q.bfloat16(), k.bfloat16(), v.bfloat16(), SM)
     else:
         qf, kf, vf = q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None]
         fn = lambda: torch.nn.functional.scaled_dot_product_attention(qf, kf, vf, is_causal=True, scale=SM,
