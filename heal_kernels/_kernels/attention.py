@@ -227,8 +227,6 @@ def _block(
     (inside the sequence, at or before every row's position, no window), leaves out the visibility mask,
     an identity there: the same bits with fewer instructions.
     """
-    pos_k = b0 + tl.arange(0, BLOCK_N)
-    in_seq = pos_k < seq_len
     # the exact integer q.k: the tiles' parts, and 128 * sum(q) for the 128 they leave out of each K value
     R: tl.constexpr = qh0.shape[0]
     hh, mix, ll = _qk_tile(qh0, ql0, k0, tl.zeros([R, BLOCK_N], tl.int32),
@@ -245,7 +243,8 @@ def _block(
         s = cap * (1.0 - 2.0 / (tl.exp2((s / cap) * (2.0 * LOG2E)) + 1.0))
     s = s * LOG2E
     if MASKED:
-        visible = in_seq[None, :] & (pos_k[None, :] <= pos_q[:, None]) & row_ok[:, None]
+        pos_k = b0 + tl.arange(0, BLOCK_N)
+        visible = (pos_k < seq_len)[None, :] & (pos_k[None, :] <= pos_q[:, None]) & row_ok[:, None]
         if HAS_WINDOW:
             visible = visible & (pos_q[:, None] - pos_k[None, :] <= window)
         s = tl.where(visible, s, float("-inf"))
@@ -336,7 +335,7 @@ def _attn_kernel(
     ACC0 = tl.zeros([BLOCK_M, VW], tl.float32)
     ACC1 = tl.zeros([BLOCK_M, VW], tl.float32)
     end = tl.minimum(seq_len - ext_len + (tile + 1) * TOKENS, seq_len)  # one past the tile's last position
-    # blocks ending at or before full_end are seen whole by every row of the tile (no block is with a window)
+    # blocks ending at or before full_end are seen whole by every row of the tile (none with a sliding window)
     full_end = -1 if HAS_WINDOW else tl.minimum(seq_len - ext_len + tile * TOKENS + 1, seq_len)
     for s in range(0, tl.cdiv(end, SPLIT)):
         m_i = tl.full([BLOCK_M], NEG_INF, tl.float32)
