@@ -25,6 +25,7 @@ from heal_kernels.kv_int16 import Int16KV, check_cache, check_slots
 from heal_kernels.matmul import SplitX, check_split_k, empty_split, split_tiles
 
 _INDEX_DTYPES = (torch.int32, torch.int64)
+_MAX_GRID_YZ = 65535  # CUDA's limit on a grid's second and third dimensions
 
 
 def _launch_opts(arch: str, path: str, launch: configs.AttentionLaunch | None) -> dict:
@@ -183,7 +184,12 @@ def attention_extend(
     group = hq // hk
     block_m = configs.extend_block_m(rows, group)
     tokens = block_m // group
-    grid = (triton.cdiv(max_extend_len, tokens), n_seqs, hk)
+    n_tiles = triton.cdiv(max_extend_len, tokens)
+    if max(n_tiles, n_seqs) > _MAX_GRID_YZ:
+        raise ValueError(f"attention_extend launches max_extend_len / {tokens} = {n_tiles} q tiles for each of "
+                         f"{n_seqs} sequences; at most {_MAX_GRID_YZ} of each fit the grid (max_extend_len="
+                         f"{max_extend_len}; split the batch)")
+    grid = (hk, n_seqs, n_tiles)
     _attn_kernel[grid](
         q, out, qo_indptr, kv_indptr, kv_indices,
         cache.k, cache.k_scale, cache.v, cache.v_scale,

@@ -98,16 +98,38 @@ def _load_cols(ptr, slots, ok, kvh, stride_cs, stride_ch, c0, W: tl.constexpr):
 @triton.jit
 def _slots(idx_ptr, kv_base, b0, seq_len, BLOCK_N: tl.constexpr):
     """The cache slots of the sequence's positions [b0, b0 + BLOCK_N) (0 at or past seq_len)."""
-    pos = b0 + tl.arange(0, BLOCK_N)
-    return tl.load(idx_ptr + kv_base + pos, mask=pos < seq_len, other=0).to(tl.int64)
+    j = tl.arange(0, BLOCK_N)
+    return tl.load(idx_ptr + (kv_base + b0) + j, mask=j < seq_len - b0, other=0).to(tl.int64)
+
+
+@triton.jit
+def _load_scales(ptr, slots, ok, kvh, stride_ss, BLOCK_N: tl.constexpr, WIDE: tl.constexpr):
+    """The block's K or V scales [BLOCK_N] (0 where not ok).
+
+    WIDE: loaded as column 0 of a [BLOCK_N, 8] tile whose other columns are masked to 0 and summed
+    away (x + 0 is x, NaN and inf included).  A plain [BLOCK_N] load lives in the slots' 1-D layout,
+    and where the score tile needs it Triton rematerializes the slots and the load in the MMA's layout
+    every block; the reduction of a 2-D tile lands in a layout it converts cheaply.  Fewer instructions
+    per block in the extend loop without the mask (bench.kernels.sass_mix), more where the mask's
+    work follows, so only there.
+    """
+    if WIDE:
+        c = tl.arange(0, 8)
+        x = tl.load(ptr + (slots * stride_ss + kvh)[:, None] + c[None, :], mask=ok[:, None] & (c == 0)[None, :],
+                    other=0.0)
+        return tl.sum(x, axis=1)
+    return tl.load(ptr + slots * stride_ss + kvh, mask=ok, other=0.0)
 
 
 @triton.jit
 def _load_kv(b0, limit, slots, kc_ptr, ks_ptr, vc_ptr, vs_ptr, kvh, stride_cs, stride_ch, stride_ss, d0,
-             HEAD_DIM: tl.constexpr, DV: tl.constexpr, BLOCK_N: tl.constexpr, HALVES: tl.constexpr):
+             HEAD_DIM: tl.constexpr, DV: tl.constexpr, BLOCK_N: tl.constexpr, HALVES: tl.constexpr,
+             WIDE: tl.constexpr = False):
     """The block at b0 (0 past `limit`): K in HALVES column runs (k0, k1), V's columns [d0, d0 + DV)
-    likewise (v0, v1), and the scales.  With HALVES = 1, k1 and v1 are k0 and v0 (unused)."""
-    ok = (b0 + tl.arange(0, BLOCK_N)) < limit
+    likewise (v0, v1), and the scales (WIDE: _load_scales).  With HALVES = 1, k1 and v1 are k0 and v0
+    (unused)."""
+    # one scalar subtraction, where b0 + arange would add to every lane (and compare in 64 bits)
+    ok = tl.arange(0, BLOCK_N) < limit - b0
     KW: tl.constexpr = HEAD_DIM // HALVES
     VW: tl.constexpr = DV // HALVES
     k0 = _load_cols(kc_ptr, slots, ok, kvh, stride_cs, stride_ch, 0, KW)
@@ -118,8 +140,8 @@ def _load_kv(b0, limit, slots, kc_ptr, ks_ptr, vc_ptr, vs_ptr, kvh, stride_cs, s
     else:
         k1 = k0
         v1 = v0
-    sk = tl.load(ks_ptr + slots * stride_ss + kvh, mask=ok, other=0.0)
-    sv = tl.load(vs_ptr + slots * stride_ss + kvh, mask=ok, other=0.0)
+    sk = _load_scales(ks_ptr, slots, ok, kvh, stride_ss, BLOCK_N, WIDE)
+    sv = _load_scales(vs_ptr, slots, ok, kvh, stride_ss, BLOCK_N, WIDE)
     return k0, k1, v0, v1, sk, sv
 
 
@@ -288,14 +310,16 @@ def _attn_kernel(
 ):
     """Extend.  Rows of a program: (token, q head of the kv head's group), token-major.
 
-    Grid (q tiles, sequences, kv heads); every split up to the tile's last position, folded in
-    registers, output written.  HALVES (1 or 2): see _block; a launch choice, like PREFETCH.
-    Decode is _decode_kernel (the same blocks and splits, so the same bits).
+    Grid (kv heads, sequences, q tiles), the last q tile first: a tile's work grows with its position
+    (causal), and the GPU starts programs in grid order, so the longest start first and the short ones
+    fill in behind them.  Every split up to the tile's last position, folded in registers, output
+    written.  HALVES (1 or 2): see _block; a launch choice, like PREFETCH.  Decode is _decode_kernel
+    (the same blocks and splits, so the same bits).
     """
     VW: tl.constexpr = HEAD_DIM // HALVES
-    tile = tl.program_id(0)
+    kvh = tl.program_id(0).to(tl.int64)
     b = tl.program_id(1).to(tl.int64)
-    kvh = tl.program_id(2).to(tl.int64)
+    tile = tl.num_programs(2) - 1 - tl.program_id(2)
     kv_base = tl.load(kv_indptr_ptr + b).to(tl.int64)
     seq_len = (tl.load(kv_indptr_ptr + b + 1) - kv_base).to(tl.int32)
     q_start = tl.load(qo_indptr_ptr + b).to(tl.int64)
@@ -346,7 +370,8 @@ def _attn_kernel(
         slots = _slots(idx_ptr, kv_base, s * SPLIT, seq_len, BLOCK_N)
         if PREFETCH:
             k0, k1, v0, v1, sk, sv = _load_kv(s * SPLIT, seq_len, slots, kc_ptr, ks_ptr, vc_ptr, vs_ptr, kvh,
-                                              stride_cs, stride_ch, stride_ss, 0, HEAD_DIM, HEAD_DIM, BLOCK_N, HALVES)
+                                              stride_cs, stride_ch, stride_ss, 0, HEAD_DIM, HEAD_DIM, BLOCK_N, HALVES,
+                                              True)
         # the blocks seen whole by every row first, without the mask, then the rest (the same order)
         mid = tl.maximum(tl.minimum((full_end // BLOCK_N) * BLOCK_N, b_end), s * SPLIT)
         for phase in tl.static_range(2):
@@ -356,11 +381,11 @@ def _attn_kernel(
                 if PREFETCH:
                     k0_next, k1_next, v0_next, v1_next, sk_next, sv_next = _load_kv(
                         b0 + BLOCK_N, tl.minimum(b_end, seq_len), slots_next, kc_ptr, ks_ptr, vc_ptr, vs_ptr,
-                        kvh, stride_cs, stride_ch, stride_ss, 0, HEAD_DIM, HEAD_DIM, BLOCK_N, HALVES)
+                        kvh, stride_cs, stride_ch, stride_ss, 0, HEAD_DIM, HEAD_DIM, BLOCK_N, HALVES, phase == 0)
                 else:
                     k0, k1, v0, v1, sk, sv = _load_kv(b0, seq_len, slots, kc_ptr, ks_ptr, vc_ptr, vs_ptr, kvh,
                                                       stride_cs, stride_ch, stride_ss, 0, HEAD_DIM, HEAD_DIM, BLOCK_N,
-                                                      HALVES)
+                                                      HALVES, phase == 0)
                 m_i, l_i, acc0, acc1 = _block(
                     m_i, l_i, acc0, acc1, qh0, ql0, qh1, ql1, q_mix, q_ll, qs, pos_q, row_ok, b0, seq_len, k0, k1, v0,
                     v1, sk, sv, window, cap, ones, BLOCK_N, HAS_WINDOW, HAS_CAP, EXACT, HALVES, HEAD_DIM,

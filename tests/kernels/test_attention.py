@@ -364,6 +364,9 @@ def test_validate_once_per_batch_then_launch_unchecked(device):
         attention_extend(q, b.cache, qo, kvp, kvi, sm_scale=0.125, validate=False)
     with pytest.raises(ValueError, match="max_seq_len"):
         attention_decode(qd, b.cache, kvp, kvi, sm_scale=0.125, validate=False)
+    # a bound whose q tiles overflow the grid's third dimension is refused before the launch, naming it
+    with pytest.raises(ValueError, match="max_extend_len"):
+        attention_extend(q, b.cache, qo, kvp, kvi, sm_scale=0.125, max_extend_len=1 << 26, validate=False)
     bad = kvi.clone()
     bad[3] = b.cache.num_slots
     with pytest.raises(ValueError, match="kv_indices"):
