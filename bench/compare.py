@@ -9,9 +9,10 @@ Exit status 1 when anything got slower.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass
+
+from bench import journal
 
 
 @dataclass(frozen=True)
@@ -27,8 +28,8 @@ class Change:
 
 
 def load(path: str) -> dict[str, dict]:
-    with open(path) as f:
-        data = json.load(f)
+    """{fullname: stats} of a pytest-benchmark JSON file or a run's journal (bench/journal.py)."""
+    data = journal.load_results(path)
     return {b["fullname"]: b["stats"] for b in data.get("benchmarks", [])}
 
 

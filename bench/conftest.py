@@ -7,6 +7,8 @@ End-to-end options (bench/e2e/test_bench_e2e.py); comma-separated lists override
   --e2e-modes            bf16, det, fp32, layercast, heal
   --e2e-variants         serving variants of bench/e2e/engines.py (default, ctx4096, eager, tp2-default, tp4-default)
   --e2e-workloads        names in bench/e2e/workloads.py
+  --bench-journal PATH   append each finished benchmark to PATH as it finishes (bench/journal.py): a run
+                         killed before pytest-benchmark writes its JSON keeps its figures
   --e2e-shard I/N        run only the I-th of N parts (0-based): the (model, variant, workload) groups
                          cut into N contiguous runs, every mode of a group in the same part, so each ratio to
                          BF16 comes from one GPU; the kernel benchmarks run in part 0 only.
@@ -16,8 +18,13 @@ End-to-end options (bench/e2e/test_bench_e2e.py); comma-separated lists override
 import pytest
 import torch
 
+# each finished benchmark journaled as it finishes (--bench-journal; bench/journal.py): its hooks, here
+from bench.journal import pytest_addoption as _journal_addoption
+from bench.journal import pytest_configure, pytest_runtest_call  # noqa: F401
+
 
 def pytest_addoption(parser):
+    _journal_addoption(parser)
     g = parser.getgroup("heal e2e benchmarks")
     g.addoption("--e2e-set", default="full", choices=("quick", "full"))
     for name in ("models", "modes", "variants", "workloads"):

@@ -2,6 +2,9 @@
 
     python -m bench.report bench/results/<gpu>-<date>.json [more.json ...] [--out PREFIX]
 
+A run's journal (``<gpu>-<date>.partial.jsonl``, bench/journal.py) is read like a result file: the
+benchmarks a run cut short had finished.
+
 End to end: each mode's figure, its cost over BF16, and the overhead reduction vs FP32
 (t_fp32 - t_bf16) / (t_heal - t_bf16), the HEAL paper's headline. Kernels: times, and
 fractions of the measured HBM and MMA ceilings.
@@ -9,8 +12,9 @@ fractions of the measured HBM and MMA ceilings.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
+
+from bench import journal
 
 
 def matmul_table(rows) -> str:
@@ -175,9 +179,9 @@ def plot_roofline(rows, path: str) -> None:
 
 
 def load_rows(path: str) -> tuple[list[dict], dict]:
-    """extra_info of every benchmark (with its IQR as ``_iqr``) and the file's header."""
-    with open(path) as f:
-        data = json.load(f)
+    """extra_info of every benchmark (with its IQR as ``_iqr``) and the file's header; ``path`` is a
+    pytest-benchmark JSON file or a run's journal (bench/journal.py)."""
+    data = journal.load_results(path)
     rows = []
     for b in data.get("benchmarks", []):
         r = dict(b.get("extra_info", {}))

@@ -5,6 +5,8 @@
 Results: bench/results/<gpu>-<date>.json (pytest-benchmark JSON) and, beside it,
 <gpu>-<date>.md with the tables and PNG plots (bench/report.py). Refuses, in one line and
 with a non-zero exit, on a machine without a CUDA GPU: nothing is timed under the interpreter.
+While it runs, each finished benchmark is also appended to <gpu>-<date>.partial.jsonl (bench/journal.py),
+so a run killed before the end keeps its figures; a complete run removes that file.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import os
 import re
 import sys
 import time
+
+from bench import journal
 
 
 def gpu_problem() -> str | None:
@@ -32,7 +36,8 @@ def results_path(device_name: str, date: str | None = None, root: str = "bench/r
     slug = re.sub(r"[^a-z0-9]+", "-", device_name.lower().replace("nvidia", "")).strip("-")
     base = os.path.join(root, f"{slug}-{date or time.strftime('%Y-%m-%d')}")
     path, i = base + ".json", 2
-    while os.path.exists(path):  # never overwrite an earlier run of the same day
+    # never overwrite an earlier run of the same day, finished or cut short (its journal)
+    while os.path.exists(path) or os.path.exists(journal.journal_path(path)):
         path, i = f"{base}-{i}.json", i + 1
     return path
 
@@ -51,16 +56,36 @@ def main(argv=None) -> int:
 
     out = a.out or results_path(torch.cuda.get_device_name())
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    partial = journal.journal_path(out)
     suites = ["bench/e2e/test_bench_e2e.py"] if a.set == "quick" else ["bench"]
     args = [*suites, "-v", "-s", "-p", "no:randomly", f"--e2e-set={a.set}", f"--benchmark-json={out}",
-            "--benchmark-columns=median,iqr,rounds", *rest]
+            f"--bench-journal={partial}", "--benchmark-columns=median,iqr,rounds", *rest]
     print(f"make bench ({a.set}): pytest {' '.join(args)}", flush=True)
+    print(f"make bench: each finished benchmark is kept in {partial} until the run ends "
+          f"(python -m bench.report {partial} renders a run cut short)", flush=True)
     rc = pytest.main(args)
-    if os.path.exists(out):
-        from bench import report
-
-        report.main([out, "--out", os.path.splitext(out)[0]])
+    finish(out, partial)
     return int(rc)
+
+
+def finish(out: str, partial: str) -> str | None:
+    """After the suites: the report from the result JSON, whose complete run makes the journal redundant
+    (removed); without the JSON (pytest-benchmark never wrote it), from the journal, which is kept.
+    Returns the file the report came from, or None where no benchmark finished."""
+    from bench import report
+
+    if os.path.exists(out):
+        source = out
+        if os.path.exists(partial):
+            os.remove(partial)
+    elif os.path.exists(partial) and journal.read(partial)["benchmarks"]:
+        source = partial
+        print(f"make bench: {out} was not written; the report comes from the finished benchmarks in {partial}",
+              file=sys.stderr, flush=True)
+    else:
+        return None
+    report.main([source, "--out", os.path.splitext(out)[0]])
+    return source
 
 
 if __name__ == "__main__":

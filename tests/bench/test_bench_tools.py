@@ -6,6 +6,7 @@ between them HEAL's decode benchmark got slower by 0.35 s with a 0.01 s spread (
 regression) and its throughput benchmark moved by 0.07 s inside a 0.3 s spread (noise).
 """
 
+import json
 import os
 import re
 import subprocess
@@ -152,3 +153,97 @@ def test_sass_mix_counts_the_attention_kernels_instructions():
         assert 0 < sum(mma.values()) < block <= largest, ln
         if ln.startswith("decode"):  # a decode block: exact int8 score MMAs and FP16 P.V MMAs
             assert mma.get("IMMA", 0) > 0 and mma.get("HMMA", 0) > 0, ln
+
+
+_KILLED_RUN = '''
+import os
+import signal
+
+
+def _bench(benchmark, mode, ttft_ms):
+    benchmark.pedantic(sum, args=([1, 2, 3],), rounds=3, iterations=1)
+    benchmark.extra_info.update({"op": "e2e", "model": "m", "variant": "default", "mode": mode,
+                                 "workload": "ttft_4096", "kind": "ttft", "ttft_ms": ttft_ms,
+                                 "seconds": ttft_ms / 1e3})
+
+
+def test_bf16(benchmark):
+    _bench(benchmark, "bf16", 5.0)
+
+
+def test_heal(benchmark):
+    _bench(benchmark, "heal", 11.0)
+
+
+def test_failed(benchmark):
+    _bench(benchmark, "fp32", 50.0)
+    raise AssertionError("a failed test's benchmark is not journaled")
+
+
+def test_the_time_limit():
+    os.kill(os.getpid(), signal.SIGKILL)
+'''
+
+
+def test_a_killed_run_keeps_its_finished_benchmarks(tmp_path):
+    """pytest-benchmark writes its JSON at the session's end: a run killed before it (a GPU call's time
+    limit) keeps, in the journal, every benchmark that passed before the kill."""
+    from bench import journal
+
+    (tmp_path / "test_killed_run.py").write_text(_KILLED_RUN)
+    out, part = tmp_path / "gpu-day.json", tmp_path / "gpu-day.partial.jsonl"
+    assert journal.journal_path(str(out)) == str(part)
+    r = subprocess.run([sys.executable, "-m", "pytest", str(tmp_path / "test_killed_run.py"), "-p", "bench.journal",
+                        f"--bench-journal={part}", f"--benchmark-json={out}", "-p", "no:cacheprovider",
+                        "-p", "no:randomly", "-q"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == -9, r.stdout + r.stderr  # killed, as by a time limit
+    assert not out.exists()
+    data = journal.read(str(part))
+    assert [b["extra_info"]["mode"] for b in data["benchmarks"]] == ["bf16", "heal"]
+    assert data["benchmarks"][0]["stats"]["rounds"] == 3 and data["datetime"] != "?"
+    # the report and the comparison read the journal like a result file
+    text, rows = report.render([str(part)])
+    heal = next(line for line in text.splitlines() if "| heal |" in line)
+    assert "| 11 ttft_ms | 2.20 |" in heal
+    assert set(compare.load(str(part))) == {b["fullname"] for b in data["benchmarks"]}
+    # make bench's end of run: no JSON, so the report comes from the journal, which stays
+    assert run.finish(str(out), str(part)) == str(part)
+    assert "| 2.20 |" in (tmp_path / "gpu-day.md").read_text() and part.exists()
+    # the same day's next run gets new names, never this journal's
+    assert run.results_path("gpu", root=str(tmp_path), date="day") == str(tmp_path / "gpu-day-2.json")
+
+
+def test_journal_reads_a_cut_off_line_and_refuses_bad_ones(tmp_path):
+    from bench import journal
+
+    path = str(tmp_path / "j.partial.jsonl")
+    journal.start(path)
+    entry = {"fullname": "t::a", "stats": {"median": 1.0, "min": 1.0, "max": 1.0, "rounds": 3}, "extra_info": {}}
+    journal.append(path, entry)
+    with open(path, "a") as f:
+        f.write('{"fullname": "t::b", "sta')  # the kill came mid-write
+    assert [b["fullname"] for b in journal.read(path)["benchmarks"]] == ["t::a"]
+    with open(path, "a") as f:
+        f.write("\n")  # the cut-off line is now a whole line: a corrupt file, named with its line
+    with pytest.raises(ValueError, match=r"j\.partial\.jsonl, line 3: not a JSON record"):
+        journal.read(path)
+    with pytest.raises(pytest.UsageError, match="--bench-journal: .* already holds"):
+        journal.start(path)
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps(entry) + "\n")
+    with pytest.raises(ValueError, match="not a bench journal"):
+        journal.read(str(other))
+
+
+def test_a_complete_run_reports_from_its_json_and_drops_the_journal(tmp_path):
+    from bench import journal
+
+    out = str(tmp_path / "run.json")
+    part = journal.journal_path(out)
+    with open(OLD) as f:
+        (tmp_path / "run.json").write_text(f.read())
+    journal.start(part)
+    assert run.finish(out, part) == out
+    assert not os.path.exists(part) and "### End to end" in (tmp_path / "run.md").read_text()
+    # nothing finished and no JSON: no report
+    assert run.finish(str(tmp_path / "none.json"), str(tmp_path / "none.partial.jsonl")) is None
