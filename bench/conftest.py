@@ -9,6 +9,7 @@ End-to-end options (bench/e2e/test_bench_e2e.py); comma-separated lists override
   --e2e-workloads        names in bench/e2e/workloads.py
   --bench-journal PATH   append each finished benchmark to PATH as it finishes (bench/journal.py): a run
                          killed before pytest-benchmark writes its JSON keeps its figures
+  --bench-resume         continue that journal's run: the benchmarks it holds are not run again
   --e2e-shard I/N        run only the I-th of N parts (0-based): the (model, variant, workload) groups
                          cut into N contiguous runs, every mode of a group in the same part, so each ratio to
                          BF16 comes from one GPU; the kernel benchmarks run in part 0 only.
@@ -19,8 +20,8 @@ import pytest
 import torch
 
 # each finished benchmark journaled as it finishes (--bench-journal; bench/journal.py): its hooks, here
+from bench.journal import deselect_finished, pytest_configure, pytest_runtest_call  # noqa: F401
 from bench.journal import pytest_addoption as _journal_addoption
-from bench.journal import pytest_configure, pytest_runtest_call  # noqa: F401
 
 
 def pytest_addoption(parser):
@@ -79,6 +80,7 @@ def pytest_generate_tests(metafunc):
 
 
 def pytest_collection_modifyitems(config, items):
+    deselect_finished(config, items)  # --bench-resume: what the journal holds already ran
     if shard(config.getoption("--e2e-shard"))[0] > 0:  # the kernel benchmarks belong to part 0
         keep = [i for i in items if "e2e_case" in getattr(i, "fixturenames", ())]
         config.hook.pytest_deselected(items=[i for i in items if i not in keep])

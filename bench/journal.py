@@ -5,6 +5,9 @@ call's time limit, an engine that hangs, an out-of-memory kill) loses every figu
 measured. ``--bench-journal PATH`` (``make bench`` passes ``<result>.partial.jsonl``) appends
 each benchmark to PATH the moment its test passes, in the JSON file's own entry format;
 ``python -m bench.report PATH`` and ``make bench-compare`` read it like a result file.
+``--bench-resume`` continues the journal of a run cut short: the benchmarks it holds are
+deselected, the rest run and are appended (``python -m bench.run --resume PATH``), so a suite
+longer than one GPU call is measured over several.
 
 A pytest plugin: bench/conftest.py imports its hooks; elsewhere ``-p bench.journal``.
 """
@@ -34,15 +37,32 @@ def _write_line(path: str, record: dict) -> None:
         os.fsync(f.fileno())  # the next benchmark may be the one that gets the process killed
 
 
-def start(path: str) -> None:
-    """A new journal at PATH with its header line; refuses to write over an earlier run's."""
-    if os.path.exists(path) and os.path.getsize(path) > 0:
-        raise pytest.UsageError(f"--bench-journal: {path} already holds a run's journal; "
-                                "give a new path (or move that file away)")
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
+def start(path: str, resume: bool = False) -> set[str]:
+    """A journal at PATH with a header line for this run; returns the benchmarks it already holds.
+
+    A new run refuses to write over an earlier run's journal; ``resume`` requires one (a valid journal),
+    cutting off a last line its kill left half-written.
+    """
+    exists = os.path.exists(path) and os.path.getsize(path) > 0
+    if exists and not resume:
+        raise pytest.UsageError(f"--bench-journal: {path} already holds a run's journal; give a new path, "
+                                "or --bench-resume to continue it")
+    if resume and not exists:
+        raise pytest.UsageError(f"--bench-resume: {path} holds no journal to continue")
+    done = set()
+    if exists:
+        try:
+            done = {b["fullname"] for b in read(path)["benchmarks"]}
+        except ValueError as e:
+            raise pytest.UsageError(f"--bench-resume: {e}") from None
+        with open(path, "rb+") as f:  # drop a half-written last line before appending after it
+            data = f.read()
+            f.truncate(data.rfind(b"\n") + 1)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     _write_line(path, {"journal": HEADER, "datetime": datetime.datetime.now().isoformat(timespec="seconds"),
-                       "machine_info": {"node": platform.node(), "python_version": platform.python_version()}})
+                       "machine_info": {"node": platform.node(), "python_version": platform.python_version()},
+                       "resumed": resume})
+    return done
 
 
 def append(path: str, entry: dict) -> None:
@@ -65,7 +85,8 @@ def read(path: str) -> dict:
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}, line {i}: not a JSON record ({e.msg})") from None
         if rec.get("journal") == HEADER:
-            data["datetime"], data["machine_info"] = rec.get("datetime", "?"), rec.get("machine_info", {})
+            if i == 1:  # the run's start; a resumed run adds a header of its own
+                data["datetime"], data["machine_info"] = rec.get("datetime", "?"), rec.get("machine_info", {})
         elif "fullname" in rec and "stats" in rec:
             data["benchmarks"].append(rec)
         else:
@@ -84,14 +105,35 @@ def load_results(path: str) -> dict:
 
 
 def pytest_addoption(parser):
-    parser.getgroup("heal bench journal").addoption(
-        "--bench-journal", default="", help="append each finished benchmark to this JSONL file (bench/journal.py)")
+    g = parser.getgroup("heal bench journal")
+    g.addoption("--bench-journal", default="", help="append each finished benchmark to this JSONL file "
+                "(bench/journal.py)")
+    g.addoption("--bench-resume", action="store_true", help="continue --bench-journal's run: skip the "
+                "benchmarks it holds")
 
 
 def pytest_configure(config):
     path = config.getoption("--bench-journal")
+    resume = config.getoption("--bench-resume")
+    if resume and not path:
+        raise pytest.UsageError("--bench-resume needs --bench-journal (the journal to continue)")
     if path and not hasattr(config, "workerinput"):
-        start(path)
+        config._bench_journal_done = start(path, resume)
+
+
+def deselect_finished(config, items) -> None:
+    """With --bench-resume, deselect the tests whose benchmarks the journal already holds."""
+    done = getattr(config, "_bench_journal_done", None)
+    if not done:
+        return
+    finished = [i for i in items if i.nodeid in done]
+    if finished:
+        config.hook.pytest_deselected(items=finished)
+        items[:] = [i for i in items if i.nodeid not in done]
+
+
+def pytest_collection_modifyitems(config, items):
+    deselect_finished(config, items)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -176,12 +176,17 @@ def test_heal(benchmark):
 
 
 def test_failed(benchmark):
-    _bench(benchmark, "fp32", 50.0)
+    _bench(benchmark, "layercast", 50.0)
     raise AssertionError("a failed test's benchmark is not journaled")
 
 
 def test_the_time_limit():
-    os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get("KILL_HERE") == "1":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_fp32_after_the_kill(benchmark):
+    _bench(benchmark, "fp32", 20.0)
 '''
 
 
@@ -193,9 +198,7 @@ def test_a_killed_run_keeps_its_finished_benchmarks(tmp_path):
     (tmp_path / "test_killed_run.py").write_text(_KILLED_RUN)
     out, part = tmp_path / "gpu-day.json", tmp_path / "gpu-day.partial.jsonl"
     assert journal.journal_path(str(out)) == str(part)
-    r = subprocess.run([sys.executable, "-m", "pytest", str(tmp_path / "test_killed_run.py"), "-p", "bench.journal",
-                        f"--bench-journal={part}", f"--benchmark-json={out}", "-p", "no:cacheprovider",
-                        "-p", "no:randomly", "-q"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    r = _journaled_run(tmp_path, out, part, kill=True)
     assert r.returncode == -9, r.stdout + r.stderr  # killed, as by a time limit
     assert not out.exists()
     data = journal.read(str(part))
@@ -211,6 +214,47 @@ def test_a_killed_run_keeps_its_finished_benchmarks(tmp_path):
     assert "| 2.20 |" in (tmp_path / "gpu-day.md").read_text() and part.exists()
     # the same day's next run gets new names, never this journal's
     assert run.results_path("gpu", root=str(tmp_path), date="day") == str(tmp_path / "gpu-day-2.json")
+
+
+def _journaled_run(tmp_path, out, part, kill, *extra):
+    return subprocess.run([sys.executable, "-m", "pytest", str(tmp_path / "test_killed_run.py"), "-p", "bench.journal",
+                           f"--bench-journal={part}", f"--benchmark-json={out}", "-p", "no:cacheprovider",
+                           "-p", "no:randomly", "-q", *extra], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "KILL_HERE": "1" if kill else "0"})
+
+
+def test_a_resumed_run_runs_only_what_the_journal_lacks_and_writes_the_whole_run(tmp_path):
+    """A suite longer than one GPU call: killed once, then resumed (--bench-resume), it runs only the
+    benchmarks the journal lacks, and make bench's end of run writes one JSON holding all of them."""
+    from bench import journal
+
+    (tmp_path / "test_killed_run.py").write_text(_KILLED_RUN)
+    out, part = tmp_path / "gpu-day.json", tmp_path / "gpu-day.partial.jsonl"
+    assert _journaled_run(tmp_path, out, part, kill=True).returncode == -9
+    with open(part, "a") as f:
+        f.write('{"fullname": "cut')  # the kill came mid-write: the resumed run drops the cut line
+    assert run.resumed_out(str(part)) == str(out)
+    r = _journaled_run(tmp_path, out, part, False, "--bench-resume")
+    assert "2 deselected" in r.stdout and "1 failed" in r.stdout, r.stdout + r.stderr  # bf16 and heal did not rerun
+    modes = [b["extra_info"]["mode"] for b in journal.read(str(part))["benchmarks"]]
+    assert modes == ["bf16", "heal", "fp32"]  # fp32 from the last test; the failed test's is not kept
+    assert run.finish(str(out), str(part)) == str(out) and not part.exists()
+    with open(out) as f:
+        merged = json.load(f)["benchmarks"]
+    # the journal's two earlier benchmarks, and this run's (pytest-benchmark keeps a failed test's too)
+    assert sorted(b["extra_info"]["mode"] for b in merged) == ["bf16", "fp32", "heal", "layercast"]
+    assert "| 4.00 |" in (tmp_path / "gpu-day.md").read_text()  # fp32: 20 ms against bf16's 5, one report
+    # a run cannot resume what ended, what is not a journal, or into another file
+    for bad, msg in ((str(part), "no such journal"), (str(out), "expected a run's journal")):
+        with pytest.raises(ValueError, match=msg):
+            run.resumed_out(bad)
+    part.write_text("")
+    with pytest.raises(ValueError, match="exists, so that run ended"):
+        run.resumed_out(str(part))
+    with pytest.raises(ValueError, match="--out x.json names another file"):
+        run.resumed_out(str(part), "x.json")
+    r = _journaled_run(tmp_path, tmp_path / "b.json", tmp_path / "none.partial.jsonl", False, "--bench-resume")
+    assert r.returncode != 0 and "--bench-resume: " in r.stderr and "holds no journal" in r.stderr
 
 
 def test_journal_reads_a_cut_off_line_and_refuses_bad_ones(tmp_path):
