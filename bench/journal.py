@@ -117,8 +117,11 @@ def pytest_configure(config):
     resume = config.getoption("--bench-resume")
     if resume and not path:
         raise pytest.UsageError("--bench-resume needs --bench-journal (the journal to continue)")
-    if path and not hasattr(config, "workerinput"):
-        config._bench_journal_done = start(path, resume)
+    if not path:
+        return
+    if hasattr(config, "workerinput"):  # benchmarks are timed one at a time; a journal has one writer
+        raise pytest.UsageError("--bench-journal: not with pytest-xdist workers (-n); run the benchmarks serially")
+    config._bench_journal_done = start(path, resume)
 
 
 def deselect_finished(config, items) -> None:
