@@ -22,6 +22,17 @@ def is_interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+def cdiv(x: int, y: int) -> int:
+    """triton.cdiv's value for host ints.  Triton's is a constexpr function: each host call unwraps its
+    arguments and imports, microseconds that every eager launch paid several times over."""
+    return (x + y - 1) // y
+
+
+def next_power_of_2(n: int) -> int:
+    """triton.next_power_of_2's value for host ints (0 for n <= 0, as Triton's bit smearing gives)."""
+    return 1 << (n - 1).bit_length() if n > 0 else 0
+
+
 def arch_key(device: torch.device) -> str:
     """Key for configs.py: 'interpret' on the CPU interpreter, else 'sm<major><minor>'."""
     if is_interpret() or device.type != "cuda":

@@ -16,11 +16,10 @@ from __future__ import annotations
 import math
 
 import torch
-import triton
 
 from heal_kernels import configs
 from heal_kernels._kernels.attention import _attn_kernel, _decode_kernel, _merge_kernel
-from heal_kernels._runtime import FLOAT_DTYPES, arch_key, check_tensor, is_capturing, out_buffer
+from heal_kernels._runtime import FLOAT_DTYPES, arch_key, cdiv, check_tensor, is_capturing, out_buffer
 from heal_kernels.kv_int16 import Int16KV, check_cache, check_slots
 from heal_kernels.matmul import SplitX, check_split_k, empty_split, split_tiles
 
@@ -184,7 +183,7 @@ def attention_extend(
     group = hq // hk
     block_m = configs.extend_block_m(rows, group)
     tokens = block_m // group
-    n_tiles = triton.cdiv(max_extend_len, tokens)
+    n_tiles = cdiv(max_extend_len, tokens)
     if max(n_tiles, n_seqs) > _MAX_GRID_YZ:
         raise ValueError(f"attention_extend launches max_extend_len / {tokens} = {n_tiles} q tiles for each of "
                          f"{n_seqs} sequences; at most {_MAX_GRID_YZ} of each fit the grid (max_extend_len="
@@ -246,10 +245,10 @@ def attention_decode(
         raise ValueError(f"launch.d_parts={d_parts}: must be 1, 2, 4 or 8 and leave >= 16 of head_dim {d} per part")
     if dl.halves != 1:
         raise ValueError(f"launch.halves={dl.halves}: decode takes halves=1 (K/V column halves are an extend launch)")
-    n_splits = max(1, triton.cdiv(max_seq_len, numerics.split_tokens))
+    n_splits = max(1, cdiv(max_seq_len, numerics.split_tokens))
     # Programs along the splits: enough to fill the GPU; each takes every n_prog-th split
     # of its sequence, so splits past a sequence's end cost one idle program at most.
-    n_prog = min(n_splits, max(1, triton.cdiv(target, n_seqs * hk * d_parts)))
+    n_prog = min(n_splits, max(1, cdiv(target, n_seqs * hk * d_parts)))
     group = hq // hk
     pm = torch.empty((n_seqs, hq, n_splits), dtype=torch.float32, device=q.device)
     pl = torch.empty_like(pm)

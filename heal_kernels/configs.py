@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import torch
 import triton
 
+from heal_kernels._runtime import next_power_of_2
+
 
 @dataclass(frozen=True)
 class MatmulNumerics:
@@ -183,13 +185,13 @@ def attention_decode_launch(arch: str, n_seqs: int, kv_heads: int, head_dim: int
 
 def extend_block_m(rows: int, group: int) -> int:
     """Rows of an extend program: launch.rows (token x q head), at least one token's whole group."""
-    return max(rows, triton.next_power_of_2(group))
+    return max(rows, next_power_of_2(group))
 
 
 def decode_rows(group: int) -> int:
     """q heads of a decode program (the MMAs' N side): the group, padded to a power of two and to the
     MMA's minimum of 8."""
-    return max(8, triton.next_power_of_2(group))
+    return max(8, next_power_of_2(group))
 
 
 def matmul_numerics(arch: str, w_dtype: torch.dtype, n: int, k: int) -> MatmulNumerics:
@@ -321,7 +323,7 @@ def matmul_shard_grid(arch: str, m: int, k_shards: int, *, eager: bool = False) 
 @functools.lru_cache(maxsize=4096)  # pure; launchers call it on every launch
 def row_config(arch: str, width: int) -> RowConfig:
     """One program per row; the whole row in one block so the reduction tree is fixed by width."""
-    block = max(16, triton.next_power_of_2(width))
+    block = max(16, next_power_of_2(width))
     if arch == "interpret":
         return RowConfig(block=block, num_warps=1)
     return RowConfig(block=block, num_warps=min(16, max(1, block // 512)))

@@ -18,7 +18,6 @@ import weakref
 from dataclasses import dataclass
 
 import torch
-import triton
 
 from heal_kernels._kernels.kv_int16 import _kv_store_kernel
 from heal_kernels._kernels.primitives import QMAX as QMAX  # defined once, there
@@ -29,6 +28,7 @@ from heal_kernels._runtime import (
     check_shape,
     check_tensor,
     is_interpret,
+    next_power_of_2,
 )
 
 HEAD_DIMS = (64, 128, 256)
@@ -145,5 +145,5 @@ def store_kv(cache: Int16KV, loc: torch.Tensor, k: torch.Tensor, v: torch.Tensor
         k, v, loc, cache.k, cache.k_scale, cache.v, cache.v_scale,
         h, k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         cache.k.stride(0), cache.k.stride(1), cache.k_scale.stride(0),
-        HEAD_DIM=d, BLOCK_H=triton.next_power_of_2(h), num_warps=1 if is_interpret() else 4,
+        HEAD_DIM=d, BLOCK_H=next_power_of_2(h), num_warps=1 if is_interpret() else 4,
     )

@@ -17,17 +17,18 @@ import os
 from dataclasses import dataclass
 
 import torch
-import triton
 
 from heal_kernels import configs
 from heal_kernels._kernels.matmul import _heal_matmul_kernel, _split_kernel
 from heal_kernels._runtime import (
     arch_key,
+    cdiv,
     check_contiguous,
     check_positive_int,
     check_shape,
     check_tensor,
     is_capturing,
+    next_power_of_2,
     out_buffer,
 )
 from heal_kernels.reduce import shard_sum
@@ -108,7 +109,7 @@ def empty_split(m: int, k: int, block_k: int, device: torch.device) -> SplitX:
     return SplitX(
         torch.empty((m, k), dtype=torch.float16, device=device),
         torch.empty((m, k), dtype=torch.float16, device=device),
-        torch.empty((m, triton.cdiv(k, block_k)), dtype=torch.float32, device=device),
+        torch.empty((m, cdiv(k, block_k)), dtype=torch.float32, device=device),
         block_k,
     )
 
@@ -128,7 +129,7 @@ def check_split(name: str, split: SplitX, m: int, k: int, block_k: int, device: 
         raise ValueError(f"{name} was split with {split.block_k}-wide K tiles but this matmul's numerics use "
                          f"{block_k}")
     for part, t, dtype, shape in (("hi", split.hi, torch.float16, (m, k)), ("lo", split.lo, torch.float16, (m, k)),
-                                  ("ts", split.ts, torch.float32, (m, triton.cdiv(k, block_k)))):
+                                  ("ts", split.ts, torch.float32, (m, cdiv(k, block_k)))):
         check_tensor(f"{name}.{part}", t, dtypes=(dtype,), ndim=2, device=device)
         check_shape(f"{name}.{part}", t, shape)
     if split.hi.stride() != split.lo.stride():
@@ -139,11 +140,11 @@ def check_split(name: str, split: SplitX, m: int, k: int, block_k: int, device: 
 def split_tiles(x: torch.Tensor, block_k: int) -> SplitX:
     """x's SplitX: x[m, k] == ts[m, k // block_k] * (hi[m, k] + lo[m, k]) to ~2**-22 relative."""
     m, k = x.shape
-    kt = triton.cdiv(k, block_k)
+    kt = cdiv(k, block_k)
     split = empty_split(m, k, block_k, x.device)
     if m > 0 and k > 0:
-        tiles = min(_SPLIT_TILES, triton.next_power_of_2(kt))
-        _split_kernel[(m, triton.cdiv(kt, tiles))](
+        tiles = min(_SPLIT_TILES, next_power_of_2(kt))
+        _split_kernel[(m, cdiv(kt, tiles))](
             x, split.hi, split.lo, split.ts, k, kt, x.stride(0), split.hi.stride(0), split.ts.stride(0),
             BLOCK_K=block_k, TILES=tiles, num_warps=4,
         )
@@ -207,7 +208,7 @@ def heal_matmul(
         check_shape("bias", bias, (n,))
     arch = arch_key(dev)
     numerics = numerics or configs.matmul_numerics(arch, wt.dtype, n, k)
-    kt = triton.cdiv(k, numerics.block_k)
+    kt = cdiv(k, numerics.block_k)
     if not isinstance(k_shards, int) or k_shards not in K_SHARDS:
         raise ValueError(f"k_shards must be a power of two up to 8 {K_SHARDS}, got {k_shards!r}")
     if k % (k_shards * numerics.block_k) and k_shards > 1:
@@ -245,7 +246,7 @@ def heal_matmul(
         hi, lo, ts = split.hi, split.lo, split.ts
     # The shards' sums go to partials, summed by _shard_sum_kernel, when they are spread over programs.
     part = torch.empty((k_shards, m, n), dtype=torch.float32, device=dev) if shard_grid else out
-    grid = (triton.cdiv(m, tiles.block_m) * triton.cdiv(n, tiles.block_n), k_shards if shard_grid else 1)
+    grid = (cdiv(m, tiles.block_m) * cdiv(n, tiles.block_n), k_shards if shard_grid else 1)
     _heal_matmul_kernel[grid](
         hi, lo, ts, wt, wscale, bias if bias is not None else ts, part,
         m, n, k, kt, hi.stride(0), ts.stride(0), wt.stride(0), n if shard_grid else out.stride(0), m * n,
@@ -292,7 +293,7 @@ def _matmul_ws(split: SplitX, wt: torch.Tensor, wscale: torch.Tensor, bias: torc
     w_desc = TensorDescriptor(wt, [n, k], list(wt.stride()), [ws.block_n, 64], w_layout)
     # The shards' sums go to partials, summed by _shard_sum_kernel, when they are spread over programs.
     part = torch.empty((k_shards, m, n), dtype=torch.float32, device=out.device) if grid_shards else out
-    tiles = triton.cdiv(m, 64 * ws.consumers) * triton.cdiv(n, ws.block_n)
+    tiles = cdiv(m, 64 * ws.consumers) * cdiv(n, ws.block_n)
     _heal_matmul_ws_kernel[(tiles, k_shards if grid_shards else 1)](
         hi_desc, lo_desc, w_desc, ts, wscale, bias if bias is not None else ts, part,
         m, n, ts.shape[1], ts.stride(0), n if grid_shards else out.stride(0),

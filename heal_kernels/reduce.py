@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import torch
-import triton
 
-from heal_kernels._runtime import check_tensor
+from heal_kernels._runtime import cdiv, check_tensor
 
 
 def tree_sum(parts) -> torch.Tensor:
@@ -44,7 +43,7 @@ def shard_sum(parts: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor)
     s, m, n = parts.shape
     if m * n:
         block = 1024
-        _shard_sum_kernel[(triton.cdiv(m * n, block),)](
+        _shard_sum_kernel[(cdiv(m * n, block),)](
             parts, bias if bias is not None else parts, out, m * n, n, m * n,
             SHARDS=s, HAS_BIAS=bias is not None, BLOCK=block, num_warps=4,
         )

@@ -13,10 +13,9 @@ result depends on the batch.  Inputs fp32, bf16 or fp16; outputs fp32.
 from __future__ import annotations
 
 import torch
-import triton
 
 from heal_kernels._kernels.rope import _rope_kernel
-from heal_kernels._runtime import FLOAT_DTYPES, arch_key, check_index_range, check_tensor, out_buffer
+from heal_kernels._runtime import FLOAT_DTYPES, arch_key, check_index_range, check_tensor, next_power_of_2, out_buffer
 
 
 def _rope_view(name: str, positions, x, head_dim, out) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,8 +75,8 @@ def apply_rotary(
             q3.stride(0), q3.stride(1), qo3.stride(0), qo3.stride(1),
             k3.stride(0), k3.stride(1), ko3.stride(0), ko3.stride(1), cos_sin_cache.stride(0),
             HEAD_DIM=head_dim, HALF_ROT=half, IS_NEOX=bool(is_neox),
-            BLOCK_H=min(16, triton.next_power_of_2(max(hq, hk))), BLOCK_R=triton.next_power_of_2(half),
-            BLOCK_D=triton.next_power_of_2(max(head_dim - 2 * half, 1)),
+            BLOCK_H=min(16, next_power_of_2(max(hq, hk))), BLOCK_R=next_power_of_2(half),
+            BLOCK_D=next_power_of_2(max(head_dim - 2 * half, 1)),
             num_warps=1 if arch_key(positions.device) == "interpret" else 4,
         )
     return q_out, k_out
