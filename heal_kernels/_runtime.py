@@ -29,8 +29,10 @@ def cdiv(x: int, y: int) -> int:
 
 
 def next_power_of_2(n: int) -> int:
-    """triton.next_power_of_2's value for host ints (0 for n <= 0, as Triton's bit smearing gives)."""
-    return 1 << (n - 1).bit_length() if n > 0 else 0
+    """The smallest power of two >= n: triton.next_power_of_2's value for n >= 1.  For n <= 0 it is 1,
+    as in SGLang, which replaces triton.next_power_of_2 with its own when it is imported (Triton's bit
+    smearing gives 0 there, an invalid block size)."""
+    return 1 << (n - 1).bit_length() if n > 0 else 1
 
 
 def arch_key(device: torch.device) -> str:
