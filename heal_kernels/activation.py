@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from heal_kernels._kernels.activation import _act_and_mul_kernel
+from heal_kernels._launch import launch_kernel
 from heal_kernels._runtime import FLOAT_DTYPES, cdiv, check_tensor, out_buffer
 from heal_kernels.matmul import SplitX, check_split_k, empty_split, split_tiles
 
@@ -37,7 +38,7 @@ def _act_and_mul(x: torch.Tensor, act: int, out: torch.Tensor | None, split_k: i
         sp = split if split is not None else SplitX(out, out, out, 1)  # placeholders: no split written
         # Column blocks over programs: at batch 1 a single program per row left the GPU idle
         # (8B shape, H200: 7.5 us per call, 32 calls per token).
-        _act_and_mul_kernel[(m, cdiv(d, _BLOCK_D))](
+        launch_kernel(_act_and_mul_kernel, (m, cdiv(d, _BLOCK_D)),
             x, out, sp.hi, sp.lo, sp.ts, d, sp.ts.shape[1], x.stride(0), out.stride(0), sp.hi.stride(0),
             sp.ts.stride(0), ACT=act, BLOCK_D=_BLOCK_D, SPLIT=fused, BLOCK_K=max(split_k, 1), num_warps=4)
     if split_k > 0 and not fused:

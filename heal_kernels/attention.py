@@ -19,6 +19,7 @@ import torch
 
 from heal_kernels import configs
 from heal_kernels._kernels.attention import _attn_kernel, _decode_kernel, _merge_kernel
+from heal_kernels._launch import launch_kernel
 from heal_kernels._runtime import FLOAT_DTYPES, arch_key, cdiv, check_tensor, is_capturing, out_buffer
 from heal_kernels.kv_int16 import Int16KV, check_cache, check_slots
 from heal_kernels.matmul import SplitX, check_split_k, empty_split, split_tiles
@@ -189,7 +190,7 @@ def attention_extend(
                          f"{n_seqs} sequences; at most {_MAX_GRID_YZ} of each fit the grid (max_extend_len="
                          f"{max_extend_len}; split the batch)")
     grid = (hk, n_seqs, n_tiles)
-    _attn_kernel[grid](
+    launch_kernel(_attn_kernel, grid,
         q, out, qo_indptr, kv_indptr, kv_indices,
         cache.k, cache.k_scale, cache.v, cache.v_scale,
         float(sm_scale), int(sliding_window), float(logit_cap),
@@ -253,7 +254,7 @@ def attention_decode(
     pm = torch.empty((n_seqs, hq, n_splits), dtype=torch.float32, device=q.device)
     pl = torch.empty_like(pm)
     pacc = torch.empty((n_seqs, hq, n_splits, d), dtype=torch.float32, device=q.device)
-    _decode_kernel[(n_prog * d_parts, n_seqs, hk)](
+    launch_kernel(_decode_kernel, (n_prog * d_parts, n_seqs, hk),
         q, pm, pl, pacc, kv_indptr, kv_indices,
         cache.k, cache.k_scale, cache.v, cache.v_scale,
         float(sm_scale), int(sliding_window), float(logit_cap),
@@ -271,7 +272,7 @@ def attention_decode(
     fused = split_k > 0 and (hpp * d) % split_k == 0 and out.stride(1) == d and out.stride(2) == 1
     split = empty_split(n_seqs, hq * d, split_k, q.device) if fused else None
     sp = split if split is not None else SplitX(out, out, out, 1)  # placeholders: no split written
-    _merge_kernel[(n_seqs, hq // hpp)](
+    launch_kernel(_merge_kernel, (n_seqs, hq // hpp),
         pm, pl, pacc, out, kv_indptr, sp.hi, sp.lo, sp.ts,
         pm.stride(0), pm.stride(1), pm.stride(2), out.stride(0), out.stride(1), sp.hi.stride(0), sp.ts.stride(0),
         hq * d, sp.ts.shape[-1],

@@ -21,6 +21,7 @@ import torch
 
 from heal_kernels._kernels.kv_int16 import _kv_store_kernel
 from heal_kernels._kernels.primitives import QMAX as QMAX  # defined once, there
+from heal_kernels._launch import launch_kernel
 from heal_kernels._runtime import (
     FLOAT_DTYPES,
     check_index_range,
@@ -141,7 +142,7 @@ def store_kv(cache: Int16KV, loc: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     _check_loc(loc, k.shape[0], cache.num_slots, dev, validate)
     if k.shape[0] == 0:
         return
-    _kv_store_kernel[(k.shape[0],)](
+    launch_kernel(_kv_store_kernel, (k.shape[0],),
         k, v, loc, cache.k, cache.k_scale, cache.v, cache.v_scale,
         h, k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         cache.k.stride(0), cache.k.stride(1), cache.k_scale.stride(0),

@@ -20,6 +20,7 @@ import torch
 
 from heal_kernels import configs
 from heal_kernels._kernels.matmul import _heal_matmul_kernel, _split_kernel
+from heal_kernels._launch import launch_kernel
 from heal_kernels._runtime import (
     arch_key,
     cdiv,
@@ -144,7 +145,7 @@ def split_tiles(x: torch.Tensor, block_k: int) -> SplitX:
     split = empty_split(m, k, block_k, x.device)
     if m > 0 and k > 0:
         tiles = min(_SPLIT_TILES, next_power_of_2(kt))
-        _split_kernel[(m, cdiv(kt, tiles))](
+        launch_kernel(_split_kernel, (m, cdiv(kt, tiles)),
             x, split.hi, split.lo, split.ts, k, kt, x.stride(0), split.hi.stride(0), split.ts.stride(0),
             BLOCK_K=block_k, TILES=tiles, num_warps=4,
         )
@@ -247,7 +248,7 @@ def heal_matmul(
     # The shards' sums go to partials, summed by _shard_sum_kernel, when they are spread over programs.
     part = torch.empty((k_shards, m, n), dtype=torch.float32, device=dev) if shard_grid else out
     grid = (cdiv(m, tiles.block_m) * cdiv(n, tiles.block_n), k_shards if shard_grid else 1)
-    _heal_matmul_kernel[grid](
+    launch_kernel(_heal_matmul_kernel, grid,
         hi, lo, ts, wt, wscale, bias if bias is not None else ts, part,
         m, n, k, kt, hi.stride(0), ts.stride(0), wt.stride(0), n if shard_grid else out.stride(0), m * n,
         HAS_BIAS=bias is not None,
@@ -294,7 +295,7 @@ def _matmul_ws(split: SplitX, wt: torch.Tensor, wscale: torch.Tensor, bias: torc
     # The shards' sums go to partials, summed by _shard_sum_kernel, when they are spread over programs.
     part = torch.empty((k_shards, m, n), dtype=torch.float32, device=out.device) if grid_shards else out
     tiles = cdiv(m, 64 * ws.consumers) * cdiv(n, ws.block_n)
-    _heal_matmul_ws_kernel[(tiles, k_shards if grid_shards else 1)](
+    launch_kernel(_heal_matmul_ws_kernel, (tiles, k_shards if grid_shards else 1),
         hi_desc, lo_desc, w_desc, ts, wscale, bias if bias is not None else ts, part,
         m, n, ts.shape[1], ts.stride(0), n if grid_shards else out.stride(0),
         HAS_BIAS=bias is not None, SHARDS=k_shards, GROUP_M=ws.group_m, STAGES=ws.stages,

@@ -13,6 +13,7 @@ import torch
 
 from heal_kernels import configs
 from heal_kernels._kernels.norm import _rmsnorm_kernel
+from heal_kernels._launch import launch_kernel
 from heal_kernels._runtime import FLOAT_DTYPES, arch_key, check_shape, check_tensor, out_buffer
 from heal_kernels.matmul import SplitX, check_split_k, empty_split, split_tiles
 
@@ -57,7 +58,7 @@ def rms_norm(
         r = residual if residual is not None else x
         ro = res_out if res_out is not None else out
         sp = split if split is not None else SplitX(out, out, out, 1)  # placeholders: no split written
-        _rmsnorm_kernel[(m,)](
+        launch_kernel(_rmsnorm_kernel, (m,),
             x, r, weight, out, ro, sp.hi, sp.lo, sp.ts, n, sp.ts.shape[1], x.stride(0), r.stride(0), out.stride(0),
             ro.stride(0), sp.hi.stride(0), sp.ts.stride(0), float(eps),
             HAS_RESIDUAL=residual is not None, BLOCK_N=cfg.block, SPLIT=fused, BLOCK_K=max(split_k, 1),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from heal_kernels._launch import launch_kernel
 from heal_kernels._runtime import cdiv, check_tensor
 
 
@@ -43,7 +44,7 @@ def shard_sum(parts: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor)
     s, m, n = parts.shape
     if m * n:
         block = 1024
-        _shard_sum_kernel[(cdiv(m * n, block),)](
+        launch_kernel(_shard_sum_kernel, (cdiv(m * n, block),),
             parts, bias if bias is not None else parts, out, m * n, n, m * n,
             SHARDS=s, HAS_BIAS=bias is not None, BLOCK=block, num_warps=4,
         )

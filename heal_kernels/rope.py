@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 from heal_kernels._kernels.rope import _rope_kernel
+from heal_kernels._launch import launch_kernel
 from heal_kernels._runtime import FLOAT_DTYPES, arch_key, check_index_range, check_tensor, next_power_of_2, out_buffer
 
 
@@ -70,7 +71,7 @@ def apply_rotary(
     if t > 0 and max(hq, hk) > 0:
         half = rot // 2
         # q and k in one launch (axis 1): every launch costs host time in eager batches
-        _rope_kernel[(t, 2)](
+        launch_kernel(_rope_kernel, (t, 2),
             positions, q3, qo3, k3, ko3, cos_sin_cache, hq, hk,
             q3.stride(0), q3.stride(1), qo3.stride(0), qo3.stride(1),
             k3.stride(0), k3.stride(1), ko3.stride(0), ko3.stride(1), cos_sin_cache.stride(0),

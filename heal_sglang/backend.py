@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from sglang.srt.layers.attention.base_attn_backend import AttentionBackend
 
+from heal_kernels._launch import launch_kernel
 from heal_kernels.attention import attention_decode, attention_extend, validate_batch
 from heal_kernels.kv_int16 import check_slots
 from heal_sglang import compat
@@ -56,7 +57,7 @@ class HealAttnBackend(AttentionBackend):
         kv_indptr = self.kv_indptr[: bs + 1]
         kv_indptr[1:] = torch.cumsum(seq_lens[:bs], dim=0)
         if bs > 0:
-            self.kv_indices_kernel[(bs,)](
+            launch_kernel(self.kv_indices_kernel, (bs,),
                 self.req_to_token, req_pool_indices[:bs], seq_lens[:bs], kv_indptr, None, kv_indices,
                 self.req_to_token.stride(0),
             )

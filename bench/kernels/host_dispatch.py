@@ -1,0 +1,272 @@
+"""Host time of heal's launchers with the GPU taken out: a CPU proxy for eager (graph-less) decode.
+
+    python -m bench.kernels.host_dispatch [--calls 2000] [--profile OP]
+
+With CUDA graphs off, a decode step at batch 1 is host time: Python in heal's launchers and in Triton's
+dispatch (argument binding, specialisation, cache key, launch).  This tool measures that host code on a
+machine without a GPU: the kernels are compiled for sm_90 as on an H100 (Triton's bundled ptxas) and
+Triton's driver is replaced by one whose launch does nothing (``driver.set_active``), so everything up
+to the CUDA launch call runs for real on CPU tensors, and nothing after it.  The ops and sizes are those
+of ``bench.kernels.eager_overhead`` (the GPU's own table), one Llama-3-8B decode layer at batch 1.
+
+It is a proxy: the GPU hosts run Python 3-4x slower than this kind of CPU (a torch ``x + 1``: 8.7-13.2 us
+there, ~3 us here), and the CUDA launch itself (~5 us) is not in it.  Use it to compare host code
+paths on one machine; GPU figures come from ``eager_overhead`` and the end-to-end suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import hashlib
+import json
+import os
+import pstats
+import time
+
+if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+    raise SystemExit("host_dispatch times Triton's compiled-kernel dispatch: unset TRITON_INTERPRET")
+
+import torch  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.runtime.driver import driver  # noqa: E402
+
+_ARCH = "sm90"
+
+
+class _Utils:
+    def load_binary(self, name, kernel, shared, device):
+        # The "function handle" names the binary, so that recorded launches say which kernel ran.
+        function = f"{name}:{hashlib.sha256(kernel).hexdigest()[:16]}"
+        return 0, function, 0, 0, 1024  # module, function, n_regs, n_spills, max threads per block
+
+    def get_device_properties(self, device):
+        return {"max_shared_mem": 232448, "multiprocessor_count": 132, "max_num_regs": 65536, "warpSize": 32}
+
+
+class _Launcher:
+    """CudaLauncher's Python part (scratch allocation) with a launch that does nothing."""
+
+    record: list | None = None  # when a list, each launch appends (grid, function, packed metadata, kernel args)
+
+    def __init__(self, src, metadata):
+        self.global_scratch_size = metadata.global_scratch_size
+        self.profile_scratch_size = metadata.profile_scratch_size
+
+    def __call__(self, grid_x, grid_y, grid_z, stream, function, *args):
+        if self.global_scratch_size or self.profile_scratch_size:
+            raise RuntimeError("scratch allocation is not modelled")
+        if _Launcher.record is not None:
+            # args: packed metadata, launch metadata, enter hook, exit hook, then the kernel's arguments
+            _Launcher.record.append(((grid_x, grid_y, grid_z), stream, function, args[0], args[4:]))
+
+
+class StubDriver:
+    """Triton driver for a CUDA device that is not there: device 0, stream 0, sm_90, launches dropped."""
+
+    launcher_cls = _Launcher
+
+    def __init__(self):
+        self.utils = _Utils()
+
+    def is_active(self):
+        return True
+
+    def get_current_device(self):
+        return 0
+
+    def get_current_stream(self, device=None):
+        return 0
+
+    def set_current_device(self, device):
+        pass
+
+    def get_current_target(self):
+        return GPUTarget("cuda", 90, 32)
+
+    def get_device_capability(self, device=None):
+        return (9, 0)
+
+    def get_active_torch_device(self):
+        return torch.device("cpu")
+
+    def get_device_interface(self):
+        return torch.cuda
+
+    def get_benchmarker(self):
+        raise RuntimeError("no benchmarking without a GPU")
+
+
+def install() -> None:
+    """Stub driver active, and heal's launchers configured as on an H100 (their arch key is sm90)."""
+    import heal_kernels
+    from heal_kernels import _runtime
+
+    arch_key = _runtime.arch_key
+    driver.set_active(StubDriver())
+    # check_tensor refuses CPU tensors unless interpreting; the stub's "GPU" tensors live on the CPU.
+    _runtime.is_interpret = lambda: True
+    for mod in list(vars(heal_kernels).values()) + [__import__(f"heal_kernels.{m}", fromlist=["x"]) for m in
+                                                    ("activation", "attention", "kv_int16", "matmul", "norm",
+                                                     "reduce", "rope")]:
+        if getattr(mod, "arch_key", None) is arch_key:
+            mod.arch_key = lambda device: _ARCH
+        if mod is not _runtime and getattr(mod, "is_interpret", None) is not None:
+            mod.is_interpret = lambda: False  # launch options as on the GPU
+
+
+def ops():
+    """(name, fn) of one 8B decode layer's launches at batch 1, as in eager_overhead (CPU tensors)."""
+    from heal_kernels import (
+        apply_rotary,
+        attention_decode,
+        heal_matmul,
+        new_int16_kv,
+        prepare_weight,
+        rms_norm,
+        silu_and_mul,
+        store_kv,
+    )
+
+    torch.manual_seed(0)
+    h, inter, hq, hk, d = 4096, 14336, 32, 8, 128
+    x = torch.randn(1, h)
+    hw = prepare_weight((torch.randn(256, h) * 0.02).bfloat16())
+    norm_w = torch.ones(h)
+    res = torch.randn(1, h)
+    gu = torch.randn(1, 2 * inter)
+    pos = torch.tensor([100])
+    cos_sin = torch.randn(8192, d)
+    q = torch.randn(1, hq * d)
+    k = torch.randn(1, hk * d)
+    cache = new_int16_kv(4096, hk, d, torch.device("cpu"))
+    loc = torch.tensor([99])
+    kv_indptr = torch.tensor([0, 100], dtype=torch.int32)
+    kv_indices = torch.arange(100, dtype=torch.int32)
+    q3 = q.view(1, hq, d)
+    k3 = k.view(1, hk, d)
+    return [
+        ("torch: x + 1", lambda: x + 1),
+        ("torch: torch.empty", lambda: torch.empty(1, h)),
+        ("heal_matmul", lambda: heal_matmul(x, hw)),
+        ("heal_matmul k_shards=2", lambda: heal_matmul(x, hw, k_shards=2)),
+        ("rms_norm + residual", lambda: rms_norm(x, norm_w, 1e-5, res)),
+        ("silu_and_mul", lambda: silu_and_mul(gu)),
+        ("apply_rotary", lambda: apply_rotary(pos, q, k, cos_sin, d)),
+        ("store_kv validate=False", lambda: store_kv(cache, loc, k3, k3, validate=False)),
+        ("attention_decode validate=False",
+         lambda: attention_decode(q3, cache, kv_indptr, kv_indices, sm_scale=0.088, max_seq_len=8192,
+                                  validate=False)),
+    ]
+
+
+def host_us(fn, calls: int) -> float:
+    for _ in range(20):
+        fn()
+    best = float("inf")
+    for _ in range(5):  # best of five loops: the least disturbed by whatever else runs on this CPU
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / calls * 1e6)
+    return best
+
+
+def _canonical(record: list) -> list:
+    """Launches as comparable values: a tensor argument by dtype, shape, strides, 16-byte alignment and which
+    buffer it is (numbered by first appearance across the call's launches: buffers a launcher allocates
+    differ from call to call, the aliasing between arguments does not); other arguments as they are."""
+    seen: dict = {}
+
+    def view(a):
+        if isinstance(a, torch.Tensor):
+            buf = seen.setdefault(a.data_ptr(), len(seen))
+            return ["tensor", str(a.dtype), list(a.shape), list(a.stride()), a.data_ptr() % 16, buf]
+        return a if isinstance(a, (int, float, str, type(None))) else repr(a)
+
+    return [[list(g), s, f, list(m), [view(a) for a in args]] for g, s, f, m, args in record]
+
+
+def launches(fn, mode: str) -> list:
+    """The launches one call of fn makes with HEAL_FAST_LAUNCH=mode, after a call that warmed every cache."""
+    from heal_kernels._launch import set_fast_launch
+
+    set_fast_launch(mode)
+    fn()
+    _Launcher.record = []
+    try:
+        fn()
+        return _canonical(_Launcher.record)
+    finally:
+        _Launcher.record = None
+
+
+def check(against: str | None = None) -> int:
+    """Each op's launches by the fast path (verify mode) against Triton's own: the same compiled binary,
+    metadata, grid, stream and arguments; with ``against``, Triton's launches also against those recorded
+    in that file (``--record``) by another version of the launchers.  Returns the number of ops that differ."""
+    recorded = json.loads(open(against).read()) if against else {}
+    bad = 0
+    for name, fn in ops():
+        if name.startswith("torch:"):
+            continue
+        theirs, ours = launches(fn, "0"), launches(fn, "verify")
+        same = theirs == ours and len(theirs) > 0
+        note = "same" if same else "DIFFER (fast path)"
+        if against:
+            if recorded.get(name) != json.loads(json.dumps(theirs)):
+                same, note = False, f"DIFFER from {against}"
+        bad += not same
+        print(f"{name:36s} {len(theirs)} launch(es) {note}", flush=True)
+    return bad
+
+
+def record(path: str) -> None:
+    """Write every op's launches through Triton's dispatch, for a later ``--check --against``."""
+    out = {name: launches(fn, "0") for name, fn in ops() if not name.startswith("torch:")}
+    with open(path, "w") as f:
+        json.dump(out, f, indent=1)
+    print(f"recorded the launches of {len(out)} ops in {path}")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--calls", type=int, default=2000, help="calls per timed loop")
+    ap.add_argument("--profile", metavar="OP", help="cProfile this op (a name from the table) instead")
+    ap.add_argument("--fast", choices=("0", "1"), default="0", help="HEAL_FAST_LAUNCH for --profile")
+    ap.add_argument("--check", action="store_true",
+                    help="check that the fast path makes Triton's launches (exit 1 if any differs)")
+    ap.add_argument("--against", metavar="FILE", help="with --check: also compare with launches --record wrote")
+    ap.add_argument("--record", metavar="FILE", help="write the launches of every op to FILE (JSON)")
+    args = ap.parse_args(argv)
+    install()
+    if args.record:
+        record(args.record)
+        return
+    if args.check:
+        raise SystemExit(1 if check(args.against) else 0)
+    from heal_kernels._launch import set_fast_launch
+
+    rows = ops()
+    if args.profile:
+        set_fast_launch(args.fast)
+        fn = dict(rows)[args.profile]
+        fn()
+        prof = cProfile.Profile()
+        prof.enable()
+        for _ in range(args.calls):
+            fn()
+        prof.disable()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+        return
+    print(f"{'op (host us/call)':36s} {'Triton':>8s} {'fast':>8s}")
+    for name, fn in rows:
+        times = []
+        for mode in ("0", "1"):
+            set_fast_launch(mode)
+            times.append(host_us(fn, args.calls))
+        print(f"{name:36s} {times[0]:8.2f} {times[1]:8.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
