@@ -63,20 +63,22 @@ def check_tensor(
     last_contiguous: bool = True,
 ) -> None:
     """Raise ValueError naming `name` unless `t` is a tensor of the given dtypes and rank."""
+    # Called several times per launch: each tensor attribute read once, the cheap tests first.
     if not isinstance(t, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dtype not in dtypes:
         dtypes = tuple(dtypes)
         allowed = ", ".join(str(d).replace("torch.", "") for d in dtypes)
         raise ValueError(f"{name} has dtype {str(t.dtype).replace('torch.', '')}; expected one of: {allowed}")
-    ndims = (ndim,) if isinstance(ndim, int) else ndim
-    if t.dim() not in ndims:
+    nd = t.dim()
+    if nd != ndim and (isinstance(ndim, int) or nd not in ndim):
+        ndims = (ndim,) if isinstance(ndim, int) else ndim
         raise ValueError(f"{name} must have {' or '.join(map(str, ndims))} dimensions, got shape {tuple(t.shape)}")
     if device is not None and t.device != device:
         raise ValueError(f"{name} is on {t.device}, but the other inputs are on {device}")
-    if last_contiguous and t.numel() > 0 and t.dim() > 0 and t.stride(-1) != 1 and t.shape[-1] > 1:
+    if last_contiguous and nd > 0 and t.stride(-1) != 1 and t.shape[-1] > 1 and t.numel() > 0:
         raise ValueError(f"{name} must be contiguous in its last dimension, got strides {tuple(t.stride())}")
-    if not is_interpret() and t.device.type != "cuda":
+    if not t.is_cuda and not is_interpret():
         raise ValueError(
             f"{name} is on {t.device}; heal_kernels runs on CUDA (or set TRITON_INTERPRET=1 for the CPU interpreter)"
         )

@@ -13,6 +13,7 @@ placement.  Output float32 [T, Hq, D].
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -28,7 +29,9 @@ _INDEX_DTYPES = (torch.int32, torch.int64)
 _MAX_GRID_YZ = 65535  # CUDA's limit on a grid's second and third dimensions
 
 
+@functools.lru_cache(maxsize=256)  # pure (AttentionLaunch is frozen); two launches per decode layer read it
 def _launch_opts(arch: str, path: str, launch: configs.AttentionLaunch | None) -> dict:
+    """The launch's options and launch constexprs (callers splat it and must not modify it)."""
     launch = launch or configs.attention_launch(arch, path)
     opts = {}
     if arch != "interpret":
@@ -254,12 +257,13 @@ def attention_decode(
     pm = torch.empty((n_seqs, hq, n_splits), dtype=torch.float32, device=q.device)
     pl = torch.empty_like(pm)
     pacc = torch.empty((n_seqs, hq, n_splits, d), dtype=torch.float32, device=q.device)
+    qs, ks, ps = q.stride(), cache.k.stride(), pm.stride()  # one call each: eager launches pay for every one
     launch_kernel(_decode_kernel, (n_prog * d_parts, n_seqs, hk),
         q, pm, pl, pacc, kv_indptr, kv_indices,
         cache.k, cache.k_scale, cache.v, cache.v_scale,
         float(sm_scale), int(sliding_window), float(logit_cap),
-        q.stride(0), q.stride(1), cache.k.stride(0), cache.k.stride(1), cache.k_scale.stride(0),
-        pm.stride(0), pm.stride(1), pm.stride(2),
+        qs[0], qs[1], ks[0], ks[1], cache.k_scale.stride(0),
+        ps[0], ps[1], ps[2],
         GROUP=group, HEAD_DIM=d, ROWS=configs.decode_rows(group), BLOCK_N=numerics.kv_block,
         SPLIT=numerics.split_tokens, HAS_WINDOW=sliding_window >= 0, HAS_CAP=logit_cap > 0, D_PARTS=d_parts,
         **_launch_opts(arch, "decode", dl),
@@ -269,12 +273,13 @@ def attention_decode(
         raise ValueError(f"merge_launch.rows={ml.rows}: heads per merge program must be a power of two")
     hpp = min(ml.rows or 8, hq & -hq)  # a power of two dividing hq
     # the split of the output rows [B, hq * d] in the merge itself: whole K tiles per program, heads contiguous
-    fused = split_k > 0 and (hpp * d) % split_k == 0 and out.stride(1) == d and out.stride(2) == 1
+    outs = out.stride()
+    fused = split_k > 0 and (hpp * d) % split_k == 0 and outs[1] == d and outs[2] == 1
     split = empty_split(n_seqs, hq * d, split_k, q.device) if fused else None
     sp = split if split is not None else SplitX(out, out, out, 1)  # placeholders: no split written
     launch_kernel(_merge_kernel, (n_seqs, hq // hpp),
         pm, pl, pacc, out, kv_indptr, sp.hi, sp.lo, sp.ts,
-        pm.stride(0), pm.stride(1), pm.stride(2), out.stride(0), out.stride(1), sp.hi.stride(0), sp.ts.stride(0),
+        ps[0], ps[1], ps[2], outs[0], outs[1], sp.hi.stride(0), sp.ts.stride(0),
         hq * d, sp.ts.shape[-1],
         SPLIT=numerics.split_tokens, HEADS_PER_PROG=hpp, HEAD_DIM=d, SPLIT_OUT=fused, BLOCK_K=max(split_k, 1),
         **_launch_opts(arch, "merge", ml),

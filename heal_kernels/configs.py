@@ -292,7 +292,14 @@ def ws_launches() -> tuple[MatmulWs, ...]:
 
 def matmul_ws(arch: str, m: int, n: int, k_shards: int) -> MatmulWs | None:
     """The warp-specialized launch for this matmul, or None for the Triton kernel."""
-    if arch != "sm90" or k_shards > 2 or not triton.__version__.startswith(WS_TRITON):
+    if not triton.__version__.startswith(WS_TRITON):
+        return None
+    return _matmul_ws(arch, m, n, k_shards)
+
+
+@functools.lru_cache(maxsize=4096)  # pure; heal_matmul asks on every launch
+def _matmul_ws(arch: str, m: int, n: int, k_shards: int) -> MatmulWs | None:
+    if arch != "sm90" or k_shards > 2:
         return None
     wide = n >= WS_WIDE_N
     return next((launch for min_m, shards, w, launch in _WS_TABLE

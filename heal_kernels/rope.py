@@ -66,15 +66,17 @@ def apply_rotary(
         check_index_range("positions", positions, cos_sin_cache.shape[0], "values", "the cos_sin_cache")
     q3, q_out = _rope_view("q", positions, q, head_dim, q_out)
     k3, k_out = _rope_view("k", positions, k, head_dim, k_out)
-    qo3, ko3 = q_out.view(q3.shape), k_out.view(k3.shape)
-    t, hq, hk = q3.shape[0], q3.shape[1], k3.shape[1]
+    t, hq, hk = q3.shape
+    hk = k3.shape[1]
     if t > 0 and max(hq, hk) > 0:
         half = rot // 2
-        # q and k in one launch (axis 1): every launch costs host time in eager batches
+        # The destinations are new or checked contiguous, shaped like q and k: as [T, H, D] views their
+        # strides are (H * D, D).  q and k in one launch (axis 1): every launch costs host time in eager batches.
+        qs, ks = q3.stride(), k3.stride()
         launch_kernel(_rope_kernel, (t, 2),
-            positions, q3, qo3, k3, ko3, cos_sin_cache, hq, hk,
-            q3.stride(0), q3.stride(1), qo3.stride(0), qo3.stride(1),
-            k3.stride(0), k3.stride(1), ko3.stride(0), ko3.stride(1), cos_sin_cache.stride(0),
+            positions, q3, q_out, k3, k_out, cos_sin_cache, hq, hk,
+            qs[0], qs[1], hq * head_dim, head_dim,
+            ks[0], ks[1], hk * head_dim, head_dim, cos_sin_cache.stride(0),
             HEAD_DIM=head_dim, HALF_ROT=half, IS_NEOX=bool(is_neox),
             BLOCK_H=min(16, next_power_of_2(max(hq, hk))), BLOCK_R=next_power_of_2(half),
             BLOCK_D=next_power_of_2(max(head_dim - 2 * half, 1)),

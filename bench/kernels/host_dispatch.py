@@ -115,39 +115,46 @@ def install() -> None:
             mod.is_interpret = lambda: False  # launch options as on the GPU
 
 
-def ops():
-    """(name, fn) of one 8B decode layer's launches at batch 1, as in eager_overhead (CPU tensors)."""
+def ops(m: int = 1):
+    """(name, fn) of one 8B decode layer's launches at batch m, as in eager_overhead (CPU tensors); the last
+    ones as SGLang's layers call them (the norm and the attention write their output's split, the matmul
+    takes it)."""
     from heal_kernels import (
         apply_rotary,
         attention_decode,
+        configs,
         heal_matmul,
         new_int16_kv,
         prepare_weight,
         rms_norm,
         silu_and_mul,
+        split_tiles,
         store_kv,
     )
 
     torch.manual_seed(0)
     h, inter, hq, hk, d = 4096, 14336, 32, 8, 128
-    x = torch.randn(1, h)
+    x = torch.randn(m, h)
     hw = prepare_weight((torch.randn(256, h) * 0.02).bfloat16())
+    tile = configs.matmul_numerics(_ARCH, torch.float16, 256, h).block_k
+    xs = split_tiles(x, tile)
     norm_w = torch.ones(h)
-    res = torch.randn(1, h)
-    gu = torch.randn(1, 2 * inter)
-    pos = torch.tensor([100])
+    res = torch.randn(m, h)
+    gu = torch.randn(m, 2 * inter)
+    pos = torch.full((m,), 100)
     cos_sin = torch.randn(8192, d)
-    q = torch.randn(1, hq * d)
-    k = torch.randn(1, hk * d)
+    q = torch.randn(m, hq * d)
+    k = torch.randn(m, hk * d)
     cache = new_int16_kv(4096, hk, d, torch.device("cpu"))
-    loc = torch.tensor([99])
-    kv_indptr = torch.tensor([0, 100], dtype=torch.int32)
-    kv_indices = torch.arange(100, dtype=torch.int32)
-    q3 = q.view(1, hq, d)
-    k3 = k.view(1, hk, d)
-    return [
+    loc = torch.arange(m) + 4000
+    kv_indptr = torch.arange(0, 100 * m + 1, 100, dtype=torch.int32)
+    kv_indices = torch.arange(100 * m, dtype=torch.int32)
+    q3 = q.view(m, hq, d)
+    k3 = k.view(m, hk, d)
+    sfx = "" if m == 1 else f" b{m}"
+    rows = [
         ("torch: x + 1", lambda: x + 1),
-        ("torch: torch.empty", lambda: torch.empty(1, h)),
+        ("torch: torch.empty", lambda: torch.empty(m, h)),
         ("heal_matmul", lambda: heal_matmul(x, hw)),
         ("heal_matmul k_shards=2", lambda: heal_matmul(x, hw, k_shards=2)),
         ("rms_norm + residual", lambda: rms_norm(x, norm_w, 1e-5, res)),
@@ -157,7 +164,14 @@ def ops():
         ("attention_decode validate=False",
          lambda: attention_decode(q3, cache, kv_indptr, kv_indices, sm_scale=0.088, max_seq_len=8192,
                                   validate=False)),
+        ("served: rms_norm + residual, split", lambda: rms_norm(x, norm_w, 1e-5, res, split_k=tile)),
+        ("served: heal_matmul x_split", lambda: heal_matmul(x, hw, x_split=xs)),
+        ("served: silu_and_mul, split", lambda: silu_and_mul(gu, split_k=tile)),
+        ("served: attention_decode, split",
+         lambda: attention_decode(q3, cache, kv_indptr, kv_indices, sm_scale=0.088, max_seq_len=8192,
+                                  validate=False, split_k=tile)),
     ]
+    return [(name + sfx, fn) for name, fn in rows]
 
 
 def host_us(fns: dict, calls: int, rounds: int = 7) -> dict:
@@ -179,15 +193,18 @@ def host_us(fns: dict, calls: int, rounds: int = 7) -> dict:
 
 
 def _canonical(record: list) -> list:
-    """Launches as comparable values: a tensor argument by dtype, shape, strides, 16-byte alignment and which
-    buffer it is (numbered by first appearance across the call's launches: buffers a launcher allocates
-    differ from call to call, the aliasing between arguments does not); other arguments as they are."""
+    """Launches as comparable values, as the kernel sees them: scalars as they are, a tensor as its dtype,
+    16-byte alignment, and where it points: which allocation (numbered by first appearance across the call's
+    launches, since buffers a launcher allocates differ from call to call while the aliasing between
+    arguments does not), the byte offset into it and its size.  A kernel never sees a tensor's shape or
+    strides, only its pointer and the ints passed beside it."""
     seen: dict = {}
 
     def view(a):
         if isinstance(a, torch.Tensor):
-            buf = seen.setdefault(a.data_ptr(), len(seen))
-            return ["tensor", str(a.dtype), list(a.shape), list(a.stride()), a.data_ptr() % 16, buf]
+            st = a.untyped_storage()
+            buf = seen.setdefault(st.data_ptr(), len(seen))
+            return ["tensor", str(a.dtype), a.data_ptr() % 16, buf, a.data_ptr() - st.data_ptr(), st.nbytes()]
         return a if isinstance(a, (int, float, str, type(None))) else repr(a)
 
     return [[list(g), s, f, list(m), [view(a) for a in args]] for g, s, f, m, args in record]
@@ -213,7 +230,7 @@ def check(against: str | None = None) -> int:
     in that file (``--record``) by another version of the launchers.  Returns the number of ops that differ."""
     recorded = json.loads(open(against).read()) if against else {}
     bad = 0
-    for name, fn in ops():
+    for name, fn in ops(1) + ops(16):
         if name.startswith("torch:"):
             continue
         theirs, ours = launches(fn, "0"), launches(fn, "verify")
@@ -223,13 +240,13 @@ def check(against: str | None = None) -> int:
             if recorded.get(name) != json.loads(json.dumps(theirs)):
                 same, note = False, f"DIFFER from {against}"
         bad += not same
-        print(f"{name:36s} {len(theirs)} launch(es) {note}", flush=True)
+        print(f"{name:40s} {len(theirs)} launch(es) {note}", flush=True)
     return bad
 
 
 def record(path: str) -> None:
     """Write every op's launches through Triton's dispatch, for a later ``--check --against``."""
-    out = {name: launches(fn, "0") for name, fn in ops() if not name.startswith("torch:")}
+    out = {name: launches(fn, "0") for name, fn in ops(1) + ops(16) if not name.startswith("torch:")}
     with open(path, "w") as f:
         json.dump(out, f, indent=1)
     print(f"recorded the launches of {len(out)} ops in {path}")
@@ -238,6 +255,7 @@ def record(path: str) -> None:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--calls", type=int, default=500, help="calls per timed loop (7 loops per op and mode)")
+    ap.add_argument("--batch", type=int, default=1, help="rows (tokens, sequences) of the timed ops")
     ap.add_argument("--profile", metavar="OP", help="cProfile this op (a name from the table) instead")
     ap.add_argument("--fast", choices=("0", "1"), default="0", help="HEAL_FAST_LAUNCH for --profile")
     ap.add_argument("--check", action="store_true",
@@ -253,7 +271,7 @@ def main(argv=None) -> None:
         raise SystemExit(1 if check(args.against) else 0)
     from heal_kernels._launch import set_fast_launch
 
-    rows = ops()
+    rows = ops(args.batch)
     if args.profile:
         set_fast_launch(args.fast)
         fn = dict(rows)[args.profile]
