@@ -13,6 +13,7 @@ FP32 matmul's (docs/BENCHMARKS.md).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from dataclasses import dataclass
 
@@ -226,7 +227,7 @@ def heal_matmul(
     if x_split is not None:
         check_split("x_split", x_split, m, k, numerics.block_k, dev)
         if tiles.split_x:  # the parts are there: the same tile reading them (same bits, less work)
-            tiles = dataclasses.replace(tiles, split_x=False)
+            tiles = _reading_split(tiles)
     out = out_buffer("out", out, (m, n), dev)
     if m == 0 or n == 0:
         return out
@@ -260,6 +261,11 @@ def heal_matmul(
     if shard_grid:
         shard_sum(part, bias, out)
     return out
+
+
+@functools.lru_cache(maxsize=256)  # MatmulTiles is frozen; dataclasses.replace costs microseconds per eager launch
+def _reading_split(tiles: configs.MatmulTiles) -> configs.MatmulTiles:
+    return dataclasses.replace(tiles, split_x=False)
 
 
 def _tma_rows(t: torch.Tensor) -> bool:
