@@ -157,6 +157,52 @@ def plot_overhead(rows, path: str) -> None:
     plt.close(fig)
 
 
+PAPER_REDUCTION = 7.1  # the HEAL paper's "up to 7.1x" less overhead than FP32
+
+
+def plot_fp32_reduction(rows, path: str) -> bool:
+    """Bars per workload: FP32's overhead over BF16 divided by each mode's, (t_fp32 - t_bf16) / (t_mode - t_bf16),
+    on a log axis, with the paper's 7.1x drawn.  A mode no slower than BF16 (infinite reduction) is drawn at the
+    top of the axis and labelled.  Returns False (and writes nothing) where no workload has both baselines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by = e2e_rows(rows)
+    keys = [k for k in sorted(by) if "bf16" in by[k] and "fp32" in by[k]
+            and _time_like(by[k]["fp32"]) > _time_like(by[k]["bf16"])]
+    modes = [m for m in MODE_ORDER if m not in ("bf16", "fp32") and any(m in by[k] for k in keys)]
+    if not keys or not modes:
+        return False
+    vals = {(k, m): overhead_reduction(_time_like(by[k]["fp32"]), _time_like(by[k]["bf16"]), _time_like(by[k][m]))
+            for k in keys for m in modes if m in by[k]}
+    finite = [v for v in vals.values() if v != float("inf") and v > 0]
+    top = max(finite + [PAPER_REDUCTION]) * 2
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(keys)), 4))
+    w = 0.8 / len(modes)
+    for i, m in enumerate(modes):
+        xs = [j + i * w for j, k in enumerate(keys) if (k, m) in vals]
+        ys = [min(vals[(k, m)], top) for k in keys if (k, m) in vals]
+        ax.bar(xs, ys, w, label=m)
+        for x, k in zip(xs, [k for k in keys if (k, m) in vals], strict=True):
+            if vals[(k, m)] == float("inf"):
+                ax.annotate("<= BF16", (x, top), ha="center", va="top", fontsize=6, rotation=90)
+    ax.axhline(PAPER_REDUCTION, color="k", lw=0.8, ls="--", label=f"paper: {PAPER_REDUCTION}x")
+    ax.axhline(1.0, color="grey", lw=0.6)
+    ax.set_yscale("log")
+    ax.set_ylim(top=top)
+    ax.set_xticks([j + w * (len(modes) - 1) / 2 for j in range(len(keys))])
+    ax.set_xticklabels([f"{k[0]}\n{k[2]}" + ("" if k[1] == "default" else f"\n{k[1]}") for k in keys],
+                       fontsize=7, rotation=30, ha="right")
+    ax.set_ylabel("FP32 overhead / its overhead")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
 def plot_roofline(rows, path: str) -> None:
     """Fraction of the measured HBM ceiling reached by each HEAL kernel benchmark."""
     import matplotlib
@@ -223,7 +269,8 @@ def main(argv=None) -> None:
 
     ap = argparse.ArgumentParser(description="Markdown tables and PNG plots from pytest-benchmark JSON files")
     ap.add_argument("paths", nargs="*", default=["bench-results.json"])
-    ap.add_argument("--out", default="", help="write OUT.md, OUT-overhead.png and OUT-roofline.png")
+    ap.add_argument("--out", default="", help="write OUT.md and the plots: OUT-overhead.png (cost over BF16), "
+                    "OUT-vs-fp32.png (overhead reduction against FP32) and OUT-roofline.png (kernels)")
     a = ap.parse_args(argv)
     text, rows = render(a.paths)
     print(text)
@@ -231,7 +278,9 @@ def main(argv=None) -> None:
         with open(a.out + ".md", "w") as f:
             f.write(text)
         if any(r.get("op") == "e2e" for r in rows):
-            plot_overhead([r for r in rows if r.get("op") == "e2e"], a.out + "-overhead.png")
+            e2e = [r for r in rows if r.get("op") == "e2e"]
+            plot_overhead(e2e, a.out + "-overhead.png")
+            plot_fp32_reduction(e2e, a.out + "-vs-fp32.png")
         if any(r.get("impl") == "heal" and "frac_hbm" in r for r in rows):
             plot_roofline(rows, a.out + "-roofline.png")
 

@@ -20,6 +20,7 @@ from bench.e2e.workloads import QUICK, WORKLOADS, Workload, fits, kv_bytes_per_t
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIX = os.path.join(os.path.dirname(__file__), "fixtures")
 OLD, NEW = os.path.join(FIX, "old.json"), os.path.join(FIX, "new.json")
+KERNELS = os.path.join(FIX, "kernels.json")
 
 
 def test_result_files_parse_into_rows_with_their_spread():
@@ -68,8 +69,28 @@ def test_report_renders_tables_and_plots_from_a_fixture(tmp_path):
     assert len(heal_rows) == 2
     assert "| 6.0x |" in heal_rows[0] and "| 1.17 |" in heal_rows[0]
     assert "| 3.7x |" in heal_rows[1] and "| 2.00 |" in heal_rows[1]
-    png = open(prefix + "-overhead.png", "rb").read()
+    for plot in ("-overhead.png", "-vs-fp32.png"):
+        png = open(prefix + plot, "rb").read()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000, plot
+    assert not os.path.exists(prefix + "-roofline.png")  # no kernel rows in this fixture
+
+
+def test_report_renders_kernel_tables_and_the_roofline_from_a_fixture(tmp_path):
+    """fixtures/kernels.json: six decode-attention benchmarks of a stored H100 run (heal, SGLang's BF16 kernel,
+    torch FP32 at batch 1, 1k and 8k of context)."""
+    prefix = str(tmp_path / "kern")
+    report.main([KERNELS, "--out", prefix])
+    md = open(prefix + ".md").read()
+    assert "### Attention" in md and "measured ceilings: copy 3000 GB/s" in md
+    png = open(prefix + "-roofline.png", "rb").read()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert not os.path.exists(prefix + "-overhead.png")  # no end-to-end rows
+
+
+def test_fp32_reduction_plot_needs_both_baselines(tmp_path):
+    rows, _ = report.load_rows(OLD)
+    assert not report.plot_fp32_reduction([r for r in rows if r["mode"] != "fp32"], str(tmp_path / "x.png"))
+    assert not os.path.exists(tmp_path / "x.png")
 
 
 def test_results_path_names_gpu_and_date_and_never_overwrites(tmp_path):
