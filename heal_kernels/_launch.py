@@ -12,8 +12,9 @@ arguments with Triton's own binder (dtypes, 16-byte alignment of pointers, ints 
 the device.  The first launch of a key goes through Triton, which compiles or finds the kernel and
 launches it; later launches of the key call that same compiled kernel with the same grid, stream and
 arguments.  What the fast path leaves out: launch hooks (it steps aside while any is registered, e.g.
-under Proton), and Triton's check that a kernel's globals have not changed (heal's kernels read module
-constants only).  No kernel, grid or argument differs from Triton's path, so no bit can.
+under Proton, or a kernel has pre-run hooks) and the launch metadata only hooks read.  Kernels that are
+not plain ``JITFunction``s (autotuners, heuristics) always go through Triton.  No kernel, grid or argument
+differs from Triton's path, so no bit can.
 
 ``HEAL_FAST_LAUNCH=verify`` also looks each fast launch up in Triton's own cache, by Triton's own key,
 and raises if Triton would have launched another kernel: the GPU tests run it that way.
@@ -30,6 +31,12 @@ import triton
 from triton import knobs
 from triton.compiler import CompiledKernel
 from triton.runtime.driver import driver
+from triton.runtime.jit import JITFunction
+
+try:
+    from triton.knobs import HookChain
+except ImportError:  # a Triton without hook chains: never the fast path (set_fast_launch)
+    HookChain = None
 
 from heal_kernels._runtime import is_interpret
 
@@ -38,6 +45,7 @@ from heal_kernels._runtime import is_interpret
 FAST_LAUNCH_TRITON = ("3.6.",)
 
 _MODES = ("0", "1", "verify")
+_MISSING = object()
 _mode = "0"  # in force: "0" under the interpreter and on unchecked Triton versions, whatever was asked
 _caches: dict = {}
 
@@ -47,7 +55,8 @@ def set_fast_launch(mode: str) -> None:
     global _mode
     if mode not in _MODES:
         raise ValueError(f"HEAL_FAST_LAUNCH must be one of {', '.join(_MODES)}, got {mode!r}")
-    _mode = "0" if is_interpret() or not triton.__version__.startswith(FAST_LAUNCH_TRITON) else mode
+    checked = triton.__version__.startswith(FAST_LAUNCH_TRITON) and HookChain is not None
+    _mode = "0" if is_interpret() or not checked else mode
     _caches.clear()
 
 
@@ -59,10 +68,13 @@ def fast_launch_mode() -> str:
 def launch_kernel(kernel, grid, *args, **kwargs):
     """``kernel[grid](*args, **kwargs)``, by the fast path where it is on (module docstring)."""
     mode = _mode
-    if mode == "0":
+    if mode == "0" or not isinstance(kernel, JITFunction):  # an Autotuner, Heuristics, ...: Triton's dispatch
         return kernel[grid](*args, **kwargs)
     runtime = knobs.runtime
-    if runtime.launch_enter_hook.calls or runtime.launch_exit_hook.calls or kernel.pre_run_hooks:
+    enter, leave = runtime.launch_enter_hook, runtime.launch_exit_hook
+    # Hooks set (a chain with calls, or a plain function or None assigned in their place): Triton's path.
+    if (type(enter) is not HookChain or type(leave) is not HookChain or enter.calls or leave.calls
+            or kernel.pre_run_hooks):
         return kernel[grid](*args, **kwargs)
     # The options exactly as JITFunction.run completes them before it binds.
     kwargs["debug"] = kwargs.get("debug", kernel.debug) or runtime.debug
@@ -89,6 +101,12 @@ def launch_kernel(kernel, grid, *args, **kwargs):
         return compiled
     if mode == "verify":
         _verify(kernel, device, spec, options, compiled)
+    # Triton's check that the globals the kernel read at compile time are unchanged (a dict lookup each).
+    for (name, _), (val, globals_dict) in kernel.used_global_vals.items():
+        if globals_dict.get(name, _MISSING) != val:
+            return kernel.run(*args, grid=grid, warmup=False, **kwargs)  # Triton raises, naming the global
+    if callable(grid):
+        grid = grid(bound)
     n = len(grid)
     compiled.run(grid[0], grid[1] if n > 1 else 1, grid[2] if n > 2 else 1, active.get_current_stream(device),
                  compiled.function, compiled.packed_metadata, None, None, None, *bound.values())

@@ -56,9 +56,14 @@ class _Launcher:
     def __call__(self, grid_x, grid_y, grid_z, stream, function, *args):
         if self.global_scratch_size or self.profile_scratch_size:
             raise RuntimeError("scratch allocation is not modelled")
+        # args: packed metadata, launch metadata, enter hook, exit hook, then the kernel's arguments; the
+        # hooks are called with the launch metadata around the launch, as Triton's C launcher does
+        if args[2] is not None:
+            args[2](args[1])
         if _Launcher.record is not None:
-            # args: packed metadata, launch metadata, enter hook, exit hook, then the kernel's arguments
             _Launcher.record.append(((grid_x, grid_y, grid_z), stream, function, args[0], args[4:]))
+        if args[3] is not None:
+            args[3](args[1])
 
 
 class StubDriver:
@@ -205,22 +210,40 @@ def _canonical(record: list) -> list:
             st = a.untyped_storage()
             buf = seen.setdefault(st.data_ptr(), len(seen))
             return ["tensor", str(a.dtype), a.data_ptr() % 16, buf, a.data_ptr() - st.data_ptr(), st.nbytes()]
-        return a if isinstance(a, (int, float, str, type(None))) else repr(a)
+        if hasattr(a, "base") and hasattr(a, "block_shape"):  # a TMA tensor descriptor (the Gluon matmul)
+            return ["descriptor", view(a.base), list(a.shape), list(a.strides), list(a.block_shape),
+                    repr(getattr(a, "layout", None))]
+        if isinstance(a, (int, float, str, type(None))):
+            return a
+        raise TypeError(f"launch argument of type {type(a).__name__}: teach _canonical how the kernel sees it")
 
     return [[list(g), s, f, list(m), [view(a) for a in args]] for g, s, f, m, args in record]
 
 
-def launches(fn, mode: str) -> list:
-    """The launches one call of fn makes with HEAL_FAST_LAUNCH=mode, after a call that warmed every cache."""
+def launches(fn, mode: str) -> tuple[list, int]:
+    """The launches one call of fn makes with HEAL_FAST_LAUNCH=mode, after a call that warmed every cache,
+    and how many of them went through Triton's dispatch (JITFunction.run)."""
+    from triton.runtime.jit import JITFunction
+
     from heal_kernels._launch import set_fast_launch
 
     set_fast_launch(mode)
     fn()
     _Launcher.record = []
+    through_triton = 0
+    run = JITFunction.run
+
+    def counted(self, *args, **kwargs):
+        nonlocal through_triton
+        through_triton += 1
+        return run(self, *args, **kwargs)
+
+    JITFunction.run = counted
     try:
         fn()
-        return _canonical(_Launcher.record)
+        return _canonical(_Launcher.record), through_triton
     finally:
+        JITFunction.run = run
         _Launcher.record = None
 
 
@@ -230,12 +253,14 @@ def check(against: str | None = None) -> int:
     in that file (``--record``) by another version of the launchers.  Returns the number of ops that differ."""
     recorded = json.loads(open(against).read()) if against else {}
     bad = 0
-    for name, fn in ops(1) + ops(16):
+    for name, fn in ops(1) + ops(16) + ops(64):
         if name.startswith("torch:"):
             continue
-        theirs, ours = launches(fn, "0"), launches(fn, "verify")
+        (theirs, n_theirs), (ours, n_ours) = launches(fn, "0"), launches(fn, "verify")
         same = theirs == ours and len(theirs) > 0
         note = "same" if same else "DIFFER (fast path)"
+        if same and (n_theirs != len(theirs) or n_ours):
+            same, note = False, f"dispatch: {n_theirs} and {n_ours} of {len(theirs)} launches through Triton"
         if against:
             if recorded.get(name) != json.loads(json.dumps(theirs)):
                 same, note = False, f"DIFFER from {against}"
@@ -244,9 +269,69 @@ def check(against: str | None = None) -> int:
     return bad
 
 
+def check_edges() -> int:
+    """The fast path where Triton's dispatch does something besides the launch: a callable grid, launch hooks
+    (a registered one is called; None assigned in place of the chain is accepted), a kernel global changed
+    after compilation (Triton raises).  Prints one ``edge:`` line each; returns the number that failed."""
+    from triton import knobs
+
+    import heal_kernels.attention as attention
+    from heal_kernels import _launch
+
+    captured = {}
+    real = attention.launch_kernel
+
+    def capture(kernel, grid, *args, **kwargs):
+        captured.setdefault("launch", (kernel, grid, args, kwargs))  # the decode kernel: it reads a global
+        return real(kernel, grid, *args, **kwargs)
+
+    attention.launch_kernel = capture
+    try:
+        dict(ops(4))["attention_decode validate=False b4"]()
+    finally:
+        attention.launch_kernel = real
+    kernel, grid, args, kwargs = captured["launch"]
+    results = {}
+
+    def recorded(grid, fast: str) -> tuple[list, int]:
+        _launch.set_fast_launch(fast)
+        return launches(lambda: _launch.launch_kernel(kernel, grid, *args, **kwargs), fast)
+
+    base = recorded(grid, "0")[0]
+    results["callable grid"] = recorded(lambda meta: grid, "verify") == (base, 0)
+    seen = []
+    runtime = knobs.runtime
+    runtime.launch_enter_hook.add(seen.append)
+    try:
+        got = recorded(grid, "verify")
+    finally:
+        runtime.launch_enter_hook.remove(seen.append)
+    results["registered launch hook"] = got == (base, 1) and len(seen) == 2  # the warm-up call and the recorded one
+    chain = runtime.launch_enter_hook
+    runtime.launch_enter_hook = None
+    try:
+        results["hook set to None"] = recorded(grid, "verify") == (base, 1)
+    finally:
+        runtime.launch_enter_hook = chain
+    (name, _), (val, globals_dict) = next(iter(kernel.used_global_vals.items()))
+    recorded(grid, "verify")  # the fast path's cache holds the kernel now: the next launch takes it
+    globals_dict[name] = object()
+    try:
+        _launch.launch_kernel(kernel, grid, *args, **kwargs)
+        results["changed kernel global"] = False
+    except RuntimeError as e:
+        results["changed kernel global"] = "has changed since we compiled" in str(e)
+    finally:
+        globals_dict[name] = val
+    _launch.set_fast_launch("0")
+    for what, ok in results.items():
+        print(f"edge: {what:36s} {'ok' if ok else 'FAILED'}", flush=True)
+    return sum(not ok for ok in results.values())
+
+
 def record(path: str) -> None:
     """Write every op's launches through Triton's dispatch, for a later ``--check --against``."""
-    out = {name: launches(fn, "0") for name, fn in ops(1) + ops(16) if not name.startswith("torch:")}
+    out = {name: launches(fn, "0")[0] for name, fn in ops(1) + ops(16) + ops(64) if not name.startswith("torch:")}
     with open(path, "w") as f:
         json.dump(out, f, indent=1)
     print(f"recorded the launches of {len(out)} ops in {path}")
@@ -268,7 +353,7 @@ def main(argv=None) -> None:
         record(args.record)
         return
     if args.check:
-        raise SystemExit(1 if check(args.against) else 0)
+        raise SystemExit(1 if check(args.against) + check_edges() else 0)
     from heal_kernels._launch import set_fast_launch
 
     rows = ops(args.batch)

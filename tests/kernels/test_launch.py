@@ -30,21 +30,26 @@ def test_fast_launch_mode_is_refused_by_name_and_off_under_the_interpreter():
                     reason=f"the fast path is off on Triton {triton.__version__}: every launch is Triton's own")
 def test_fast_path_makes_tritons_launches_with_the_gpu_taken_out():
     """Kernels compiled for sm_90 (Triton's bundled ptxas), Triton's driver replaced by one that records each
-    launch instead of making it (bench.kernels.host_dispatch): for every launcher of a decode layer, the
-    fast path in verify mode launches the same compiled function with the same metadata, grid, stream and
-    arguments as Triton's own dispatch.  Its own process: the interpreter must be off there."""
+    launch instead of making it (bench.kernels.host_dispatch): for every launcher of a decode layer at batch
+    1, 16 and 64 (the Gluon matmul and its TMA descriptors included), the fast path in verify mode launches
+    the same compiled binary with the same metadata, grid, stream and arguments as Triton's own dispatch,
+    without going through it; a callable grid, a launch hook (registered, or None assigned in place of the
+    chain) and a changed kernel global are handled as Triton handles them.  Its own process: the
+    interpreter must be off there."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.run([sys.executable, "-m", "bench.kernels.host_dispatch", "--check"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     checked = [line for line in proc.stdout.splitlines() if "launch(es)" in line]
-    assert len(checked) == 22 and all(line.endswith(" same") for line in checked), proc.stdout
+    assert len(checked) == 33 and all(line.endswith(" same") for line in checked), proc.stdout
+    edges = [line for line in proc.stdout.splitlines() if line.startswith("edge:")]
+    assert len(edges) == 4 and all(line.endswith(" ok") for line in edges), proc.stdout
 
 
 @pytest.mark.gpu
 def test_fast_path_gives_tritons_bits_on_the_gpu():
-    """Each decode-layer launcher at batch 1 and 16 (eager: split-x, in-program shards), fast path in verify
+    """Each decode-layer launcher at batch 1, 16 and 64 (eager: split-x, in-program shards; Gluon), fast path in verify
     mode against Triton's dispatch: identical outputs into NaN-poisoned buffers, and verify found Triton's
     own kernel for every fast launch."""
     from heal_kernels import (
@@ -74,7 +79,7 @@ def test_fast_path_gives_tritons_bits_on_the_gpu():
         k = torch.randn(m, hk * d, generator=g).to(dev)
         v = torch.randn(m, hk, d, generator=g).to(dev)
         pos = torch.arange(100, 100 + m, device=dev)
-        cache = new_int16_kv(4096, hk, d, dev)
+        cache = new_int16_kv(128 * m, hk, d, dev)
         store_kv(cache, torch.arange(100 * m, device=dev), torch.randn(100 * m, hk, d, generator=g).to(dev),
                  torch.randn(100 * m, hk, d, generator=g).to(dev))
         outs = [heal_matmul(x, w), heal_matmul(x, w, k_shards=2), *rms_norm(x, norm_w, 1e-5, res), silu_and_mul(gu)]
@@ -91,7 +96,7 @@ def test_fast_path_gives_tritons_bits_on_the_gpu():
         return [*outs, q2, k2, cache.k, cache.v, cache.k_scale, cache.v_scale, o]
 
     try:
-        for m in (1, 16):
+        for m in (1, 16, 64):  # 64: the Gluon matmul (TMA descriptors)
             _launch.set_fast_launch("0")
             theirs = layer(m)
             _launch.set_fast_launch("verify")
