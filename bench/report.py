@@ -131,6 +131,20 @@ def e2e_table(rows) -> str:
     return "\n".join(out)
 
 
+def _finish_workload_bars(fig, ax, keys, w: float, n_modes: int, ylabel: str, path: str) -> None:
+    """Workload labels under groups of n_modes bars of width w, the axis label and legend; saves and closes."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xticks([j + w * (n_modes - 1) / 2 for j in range(len(keys))])
+    ax.set_xticklabels([f"{k[0]}\n{k[2]}" + ("" if k[1] == "default" else f"\n{k[1]}") for k in keys],
+                       fontsize=7, rotation=30, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def plot_overhead(rows, path: str) -> None:
     """Bars per workload: each mode's cost over BF16's (throughput inverted)."""
     import matplotlib
@@ -147,14 +161,7 @@ def plot_overhead(rows, path: str) -> None:
         ys = [(_time_like(by[k][m]) / _time_like(by[k]["bf16"])) if m in by[k] else 0 for k in keys]
         ax.bar([j + i * w for j in range(len(keys))], ys, w, label=m)
     ax.axhline(1.0, color="k", lw=0.8)
-    ax.set_xticks([j + w * (len(modes) - 1) / 2 for j in range(len(keys))])
-    ax.set_xticklabels([f"{k[0]}\n{k[2]}" + ("" if k[1] == "default" else f"\n{k[1]}") for k in keys],
-                       fontsize=7, rotation=30, ha="right")
-    ax.set_ylabel("cost / BF16 (lower is better)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _finish_workload_bars(fig, ax, keys, w, len(modes), "cost / BF16 (lower is better)", path)
 
 
 PAPER_REDUCTION = 7.1  # the HEAL paper's "up to 7.1x" less overhead than FP32
@@ -192,14 +199,7 @@ def plot_fp32_reduction(rows, path: str) -> bool:
     ax.axhline(1.0, color="grey", lw=0.6)
     ax.set_yscale("log")
     ax.set_ylim(top=top)
-    ax.set_xticks([j + w * (len(modes) - 1) / 2 for j in range(len(keys))])
-    ax.set_xticklabels([f"{k[0]}\n{k[2]}" + ("" if k[1] == "default" else f"\n{k[1]}") for k in keys],
-                       fontsize=7, rotation=30, ha="right")
-    ax.set_ylabel("FP32 overhead / its overhead")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _finish_workload_bars(fig, ax, keys, w, len(modes), "FP32 overhead / its overhead", path)
     return True
 
 
