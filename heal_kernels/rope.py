@@ -66,8 +66,7 @@ def apply_rotary(
         check_index_range("positions", positions, cos_sin_cache.shape[0], "values", "the cos_sin_cache")
     q3, q_out = _rope_view("q", positions, q, head_dim, q_out)
     k3, k_out = _rope_view("k", positions, k, head_dim, k_out)
-    t, hq, hk = q3.shape
-    hk = k3.shape[1]
+    t, hq, hk = q3.shape[0], q3.shape[1], k3.shape[1]
     if t > 0 and max(hq, hk) > 0:
         half = rot // 2
         # The destinations are new or checked contiguous, shaped like q and k: as [T, H, D] views their
