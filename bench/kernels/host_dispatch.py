@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import hashlib
+import importlib
 import json
 import os
 import pstats
@@ -104,20 +105,16 @@ class StubDriver:
 
 def install() -> None:
     """Stub driver active, and heal's launchers configured as on an H100 (their arch key is sm90)."""
-    import heal_kernels
     from heal_kernels import _runtime
 
-    arch_key = _runtime.arch_key
     driver.set_active(StubDriver())
-    # check_tensor refuses CPU tensors unless interpreting; the stub's "GPU" tensors live on the CPU.
+    # check_tensor refuses CPU tensors unless interpreting; the stub's "GPU" tensors live on the CPU.  The
+    # launchers' own is_interpret stays False (this tool refuses to run under the interpreter).
     _runtime.is_interpret = lambda: True
-    for mod in list(vars(heal_kernels).values()) + [__import__(f"heal_kernels.{m}", fromlist=["x"]) for m in
-                                                    ("activation", "attention", "kv_int16", "matmul", "norm",
-                                                     "reduce", "rope")]:
-        if getattr(mod, "arch_key", None) is arch_key:
+    for name in ("activation", "attention", "kv_int16", "matmul", "norm", "reduce", "rope"):
+        mod = importlib.import_module(f"heal_kernels.{name}")
+        if getattr(mod, "arch_key", None) is _runtime.arch_key:
             mod.arch_key = lambda device: _ARCH
-        if mod is not _runtime and getattr(mod, "is_interpret", None) is not None:
-            mod.is_interpret = lambda: False  # launch options as on the GPU
 
 
 def ops(m: int = 1):
@@ -182,11 +179,11 @@ def ops(m: int = 1):
 def host_us(fns: dict, calls: int, rounds: int = 7) -> dict:
     """Host us per call of each fn (by key): the best of `rounds` timed loops, the fns taking turns in every
     round, so that load from other processes on this CPU falls on all of them alike."""
+    from heal_kernels._launch import set_fast_launch
+
     best = {key: float("inf") for key in fns}
     for _ in range(rounds):
         for key, (mode, fn) in fns.items():
-            from heal_kernels._launch import set_fast_launch
-
             set_fast_launch(mode)
             for _ in range(10):
                 fn()
@@ -247,15 +244,18 @@ def launches(fn, mode: str) -> tuple[list, int]:
         _Launcher.record = None
 
 
+def _checked_ops() -> list:
+    """The heal ops --check and --record cover: every op of ops() at batch 1, 16 and 64 (64: the Gluon matmul)."""
+    return [(name, fn) for m in (1, 16, 64) for name, fn in ops(m) if not name.startswith("torch:")]
+
+
 def check(against: str | None = None) -> int:
     """Each op's launches by the fast path (verify mode) against Triton's own: the same compiled binary,
     metadata, grid, stream and arguments; with ``against``, Triton's launches also against those recorded
     in that file (``--record``) by another version of the launchers.  Returns the number of ops that differ."""
     recorded = json.loads(open(against).read()) if against else {}
     bad = 0
-    for name, fn in ops(1) + ops(16) + ops(64):
-        if name.startswith("torch:"):
-            continue
+    for name, fn in _checked_ops():
         (theirs, n_theirs), (ours, n_ours) = launches(fn, "0"), launches(fn, "verify")
         same = theirs == ours and len(theirs) > 0
         note = "same" if same else "DIFFER (fast path)"
@@ -331,7 +331,7 @@ def check_edges() -> int:
 
 def record(path: str) -> None:
     """Write every op's launches through Triton's dispatch, for a later ``--check --against``."""
-    out = {name: launches(fn, "0")[0] for name, fn in ops(1) + ops(16) + ops(64) if not name.startswith("torch:")}
+    out = {name: launches(fn, "0")[0] for name, fn in _checked_ops()}
     with open(path, "w") as f:
         json.dump(out, f, indent=1)
     print(f"recorded the launches of {len(out)} ops in {path}")
